@@ -1,0 +1,1 @@
+"""Example jobs that show real use of each backend (see README, "Background work")."""

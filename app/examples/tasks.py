@@ -1,0 +1,77 @@
+"""One example per backend: a CPU job on the spooler whose output nginx serves, an IO job
+with retries, and a fire-and-forget job on a mule."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from flask import current_app
+from PIL import Image
+
+from app.jobs import current_job, job
+
+THUMBNAIL_SIZE = (256, 256)
+
+
+def media_dir() -> Path:
+    """Where job outputs go: DATA_DIR/media, served by nginx under /media/."""
+    return Path(current_app.config["SETTINGS"].data_dir) / "media"
+
+
+def uploads_dir() -> Path:
+    return Path(current_app.config["SETTINGS"].data_dir) / "uploads"
+
+
+@job("examples.thumbnail", backend="spooler", max_attempts=2, timeout=60)
+def thumbnail(upload: str) -> dict[str, object]:
+    """Turn an uploaded image into a PNG thumbnail of at most 256×256 under /media/thumbs/."""
+    source = uploads_dir() / Path(upload).name
+    target = media_dir() / "thumbs" / f"{source.stem}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    running = current_job()
+    with Image.open(source) as image:
+        if running:
+            running.progress(0.3, "decoded")
+        image.thumbnail(THUMBNAIL_SIZE)
+        temporary = target.with_suffix(".tmp")
+        image.save(temporary, format="PNG")
+        size = image.size
+    temporary.replace(target)  # nginx never serves a half-written file
+    source.unlink(missing_ok=True)
+    return {"url": f"/media/thumbs/{target.name}", "width": size[0], "height": size[1]}
+
+
+class WebhookRejected(Exception):
+    """The receiver answered with an error status: worth retrying."""
+
+
+@job("examples.deliver_webhook", backend="spooler", max_attempts=5, backoff=2.0, timeout=30)
+def deliver_webhook(url: str, payload: object) -> dict[str, object]:
+    """POST ``payload`` as JSON to ``url``; a network error or a non-2xx answer is retried."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    running = current_job()
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Idempotency-Key": running.id if running else "",
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return {"status": response.status}
+    except urllib.error.HTTPError as exc:
+        raise WebhookRejected(f"{url} answered {exc.code}") from None
+
+
+@job("examples.count_page_view", backend="mule", max_attempts=1, timeout=10)
+def count_page_view(page: str) -> dict[str, int]:
+    """Count a view of ``page``: fire-and-forget, losing one on a crash is fine."""
+    store = current_app.extensions["jobs"].store
+    return {"views": store.increment(f"page_views:{page}")}

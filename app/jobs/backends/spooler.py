@@ -1,0 +1,74 @@
+"""The uWSGI spooler: a file per job in SPOOL_DIR, run by the spooler processes.
+
+The file is the job's durable copy: it is deleted only once the job has succeeded or failed
+for good. A retry keeps the same file and moves its mtime (uWSGI's ``at``) to the retry time,
+so a waiting job holds no process; a process killed mid-job leaves the file to be run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from app.jobs.registry import JobError
+from app.jobs.runner import Runner
+from app.jobs.store import Job, JobStore
+
+log = logging.getLogger(__name__)
+
+SPOOL_OK = -2  # the task is finished: uWSGI deletes the file
+SPOOL_RETRY = -1  # keep the file; it runs again once its mtime has passed
+RETRY_AFTER_INTERNAL_ERROR = 5.0
+
+
+class SpoolerBackend:
+    name = "spooler"
+
+    def __init__(self, uwsgi: ModuleType, spool_dir: Path, store: JobStore) -> None:
+        self.uwsgi = uwsgi
+        self.spool_dir = spool_dir
+        self.store = store
+
+    def submit(self, job: Job, at: float | None = None) -> None:
+        """Write the job's spool file; raises ``JobError`` if uWSGI refuses it."""
+        message = {b"job": job.id.encode()}
+        if at is not None and at > time.time():
+            message[b"at"] = str(math.ceil(at)).encode()
+        try:
+            path = self.uwsgi.spool(message)
+        except Exception as exc:
+            raise JobError(f"the spooler refused job {job.id}: {exc}") from exc
+        self.store.set_dispatch(job.id, os.fsdecode(path))
+
+    def backlog(self) -> int:
+        """Spool files waiting or running (delayed and retrying ones included)."""
+        return sum(1 for entry in os.scandir(self.spool_dir) if entry.name.startswith("uwsgi_spool"))
+
+    def handle(self, runner: Runner, message: dict[Any, Any]) -> int:
+        """The spooler function: never raises, since uWSGI would retry a raising task forever."""
+        path = self.spool_dir / os.path.basename(os.fsdecode(message.get("spooler_task_name", b"")))
+        try:
+            job_id = message[b"job"].decode()
+        except (KeyError, AttributeError, UnicodeDecodeError):
+            log.error("spool file %s has no job id: dropped", path)
+            return SPOOL_OK
+        try:
+            outcome = runner.run(job_id, allow_rerun=True, timeout_guard=self.uwsgi.set_user_harakiri)
+        except Exception:
+            log.exception("job %s: internal error, spool file kept for a later try", job_id)
+            self._postpone(path, time.time() + RETRY_AFTER_INTERNAL_ERROR)
+            return SPOOL_RETRY
+        if outcome.retry_at is not None:
+            self._postpone(path, outcome.retry_at)
+            return SPOOL_RETRY
+        return SPOOL_OK
+
+    @staticmethod
+    def _postpone(path: Path, at: float) -> None:
+        when = math.ceil(at)
+        os.utime(path, (when, when))

@@ -1,0 +1,72 @@
+"""Threads: a pool inside the process that enqueued the job (a uWSGI worker, or `flask run`).
+
+No process to start and nothing to serialise beyond JSON, but the job dies with its process
+(a worker recycled or reloaded), and its timeout is recorded, not enforced: Python cannot
+stop a thread. Also the executor for everything when the app runs without uWSGI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from app.jobs.runner import Runner
+from app.jobs.store import Job
+
+log = logging.getLogger(__name__)
+
+
+class ThreadBackend:
+    name = "thread"
+
+    def __init__(self, runner: Runner, max_workers: int = 4) -> None:
+        self.runner = runner
+        self.max_workers = max_workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # A pool made before a fork has no threads in the child: make one per process.
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="job")
+                self._pid = os.getpid()
+            return self._pool
+
+    def submit(self, job: Job, at: float | None = None) -> None:
+        delay = 0.0 if at is None else at - time.time()
+        if delay > 0:
+            timer = threading.Timer(delay, self._start, args=(job.id,))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._start(job.id)
+
+    def _start(self, job_id: str) -> None:
+        self._executor().submit(self._run, job_id)
+
+    def _run(self, job_id: str) -> None:
+        try:
+            outcome = self.runner.run(job_id, allow_rerun=False)
+        except Exception:
+            log.exception("job %s: internal error in a job thread", job_id)
+            return
+        if outcome.retry_at is not None and outcome.job is not None:
+            self.submit(outcome.job, outcome.retry_at)
+
+
+class InlineBackend:
+    """Runs the job at once in the caller, retries back to back: for tests."""
+
+    name = "inline"
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def submit(self, job: Job, at: float | None = None) -> None:
+        while self.runner.run(job.id, allow_rerun=False).retry_at is not None:
+            pass

@@ -1,0 +1,125 @@
+"""Tasks: functions registered under a qualified name, with how and how often they run."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+BACKENDS = ("spooler", "mule", "thread")
+ON_FULL = ("error", "spooler")
+
+
+class JobError(Exception):
+    """Base class of the job layer's errors."""
+
+
+class UnknownTask(JobError):
+    """No task is registered under that name."""
+
+
+class InvalidJob(JobError):
+    """The job's arguments or options cannot be accepted; ``details`` maps fields to messages."""
+
+    def __init__(self, message: str, details: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A registered job function and its options."""
+
+    name: str
+    func: Callable[..., Any]
+    backend: str = "spooler"
+    max_attempts: int = 3
+    backoff: float = 2.0
+    max_backoff: float = 300.0
+    timeout: float | None = None
+    on_full: str = "error"
+    description: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "max_attempts": self.max_attempts,
+            "backoff": self.backoff,
+            "timeout": self.timeout,
+            "on_full": self.on_full,
+            "description": self.description,
+        }
+
+
+class TaskRegistry:
+    """Every task this process knows, by qualified name."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+
+    def register(self, task: Task) -> Task:
+        existing = self._tasks.get(task.name)
+        if existing is not None and existing.func is not task.func:
+            raise JobError(f"two tasks are named {task.name!r}: give one an explicit name")
+        self._tasks[task.name] = task
+        return task
+
+    def get(self, name: str) -> Task:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise UnknownTask(f"no task named {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def all(self) -> list[Task]:
+        return sorted(self._tasks.values(), key=lambda task: task.name)
+
+
+registry = TaskRegistry()
+
+
+def job(
+    name: str | None = None,
+    *,
+    backend: str = "spooler",
+    max_attempts: int = 3,
+    backoff: float = 2.0,
+    max_backoff: float = 300.0,
+    timeout: float | None = None,
+    on_full: str = "error",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated function as a task and return it unchanged.
+
+    ``name`` defaults to ``module.function``. ``backoff`` is the first retry's delay in
+    seconds, doubled on each attempt up to ``max_backoff``, with jitter. ``on_full`` says what a
+    mule task does when the mule queue is full: ``error`` (the caller is told) or ``spooler``.
+    Raises ``JobError`` on a bad option or a name already taken by another function.
+    """
+    if backend not in BACKENDS:
+        raise JobError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if on_full not in ON_FULL:
+        raise JobError(f"on_full must be one of {', '.join(ON_FULL)}, got {on_full!r}")
+    if max_attempts < 1:
+        raise JobError("max_attempts must be at least 1")
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        registry.register(
+            Task(
+                name=name or f"{func.__module__}.{func.__qualname__}",
+                func=func,
+                backend=backend,
+                max_attempts=max_attempts,
+                backoff=backoff,
+                max_backoff=max_backoff,
+                timeout=timeout,
+                on_full=on_full,
+                description=(inspect.getdoc(func) or "").split("\n")[0],
+            )
+        )
+        return func
+
+    return decorate

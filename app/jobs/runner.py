@@ -1,0 +1,102 @@
+"""Running one attempt of a job, in whichever process the backend chose, and what follows it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from app.jobs.context import RunningJob, _current
+from app.jobs.registry import TaskRegistry, UnknownTask
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from app.jobs.store import Job, JobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of an attempt: ``retry_at`` is set when another attempt is due."""
+
+    job: Job | None
+    status: str
+    retry_at: float | None = None
+
+
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    """An exception as a record keeps it: type, message and the last frames of its traceback."""
+    frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(frames[-4:])[-4000:],
+    }
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: about base·2^(attempt-1), never above ``cap``."""
+    delay = min(cap, base * 2 ** (attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class Runner:
+    """Claims a job, runs its task inside the Flask app context and records the result."""
+
+    def __init__(self, app: Flask, store: JobStore, registry: TaskRegistry) -> None:
+        self.app = app
+        self.store = store
+        self.registry = registry
+
+    def run(self, job_id: str, *, allow_rerun: bool, timeout_guard: Any = None) -> Outcome:
+        """Run the next attempt of ``job_id``; ``allow_rerun`` is for backends whose copy survives
+        a crash (the spooler). ``timeout_guard(seconds)`` arms a hard kill of this process."""
+        job, lost = self.store.claim(job_id, allow_rerun=allow_rerun)
+        if job is None:
+            return Outcome(None, "skipped")
+        if lost is not None:
+            log.warning("job %s %s failed: %s", job.id, job.task, lost["message"])
+            return Outcome(job, "failed")
+        try:
+            task = self.registry.get(job.task)
+        except UnknownTask as exc:
+            self.store.fail_attempt(job, describe_error(exc), retry_at=None)
+            return Outcome(job, "failed")
+
+        running = RunningJob(job.id, job.attempts, job.max_attempts, self._report_progress)
+        token = _current.set(running)
+        if timeout_guard is not None and job.timeout:
+            timeout_guard(int(job.timeout + 0.999))
+        try:
+            with self.app.app_context():
+                args = job.args
+                result = task.func(*args) if isinstance(args, list) else task.func(**args)
+            result_json = json.dumps(result, default=str)
+        except Exception as exc:
+            return self._failed_attempt(job, task.backoff, task.max_backoff, exc)
+        finally:
+            if timeout_guard is not None and job.timeout:
+                timeout_guard(0)
+            _current.reset(token)
+        self.store.succeed(job, result_json)
+        return Outcome(job, "succeeded")
+
+    def _failed_attempt(self, job: Job, backoff: float, cap: float, exc: Exception) -> Outcome:
+        error = describe_error(exc)
+        if job.attempts < job.max_attempts:
+            retry_at = time.time() + backoff_delay(job.attempts, backoff, cap)
+            self.store.fail_attempt(job, error, retry_at=retry_at)
+            log.info("job %s %s attempt %d failed (%s), retry due", job.id, job.task, job.attempts, exc)
+            return Outcome(job, "retrying", retry_at)
+        self.store.fail_attempt(job, error, retry_at=None)
+        log.warning("job %s %s failed after %d attempts: %s", job.id, job.task, job.attempts, exc)
+        return Outcome(job, "failed")
+
+    def _report_progress(self, job_id: str, fraction: float, message: str | None) -> None:
+        self.store.report_progress(job_id, fraction, message)

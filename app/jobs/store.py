@@ -1,0 +1,365 @@
+"""Job records in SQLite: one row per job, moved from state to state in write transactions."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from app.db import Database
+
+QUEUED = "queued"
+SCHEDULED = "scheduled"
+RUNNING = "running"
+RETRYING = "retrying"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+
+STATUSES = (QUEUED, SCHEDULED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED)
+WAITING = (QUEUED, SCHEDULED, RETRYING)
+FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job record, as read from the store."""
+
+    id: str
+    task: str
+    args: Any
+    backend: str
+    status: str
+    attempts: int
+    max_attempts: int
+    timeout: float | None
+    result: Any
+    error: dict[str, Any] | None
+    progress: float | None
+    progress_message: str | None
+    request_id: str | None
+    unique_key: str | None
+    dispatch: str | None
+    run_at: float | None
+    pid: int | None
+    deadline: float | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        data = dict(row)
+        data["args"] = json.loads(data["args"])
+        data["result"] = json.loads(data["result"]) if data["result"] is not None else None
+        data["error"] = json.loads(data["error"]) if data["error"] is not None else None
+        return cls(**data)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as the API shows it (times in ISO 8601, UTC)."""
+        return {
+            "id": self.id,
+            "task": self.task,
+            "args": self.args,
+            "backend": self.backend,
+            "status": self.status,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "timeout": self.timeout,
+            "result": self.result,
+            "error": self.error,
+            "progress": self.progress,
+            "progress_message": self.progress_message,
+            "request_id": self.request_id,
+            "run_at": _iso(self.run_at),
+            "pid": self.pid,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+        }
+
+
+class JobStore:
+    """Reads and moves job records; every method is safe from any process or thread."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(
+        self,
+        *,
+        task: str,
+        args_json: str,
+        backend: str,
+        max_attempts: int,
+        timeout: float | None,
+        run_at: float | None,
+        request_id: str | None,
+        unique_key: str | None = None,
+    ) -> Job | None:
+        """Insert a new record; returns None when ``unique_key`` is already taken."""
+        now = time.time()
+        job_id = uuid.uuid4().hex
+        status = SCHEDULED if run_at is not None and run_at > now else QUEUED
+        with self.db.write() as tx:
+            cursor = tx.execute(
+                "INSERT INTO jobs (id, task, args, backend, status, max_attempts, timeout,"
+                " request_id, unique_key, run_at, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (unique_key) DO NOTHING",
+                (
+                    job_id,
+                    task,
+                    args_json,
+                    backend,
+                    status,
+                    max_attempts,
+                    timeout,
+                    request_id,
+                    unique_key,
+                    run_at,
+                    now,
+                    now,
+                ),
+            )
+            if cursor.rowcount == 0:
+                return None
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job | None:
+        rows = self.db.read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return Job.from_row(rows[0]) if rows else None
+
+    def get_by_unique_key(self, unique_key: str) -> Job | None:
+        rows = self.db.read("SELECT * FROM jobs WHERE unique_key = ?", (unique_key,))
+        return Job.from_row(rows[0]) if rows else None
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        task: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+    ) -> list[Job]:
+        """Newest first; ``before`` is the (created_at, id) of the last job of the previous page."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        if task:
+            clauses.append("task = ?")
+            params.append(task)
+        if before:
+            clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            params.extend([before[0], before[0], before[1]])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.db.read(
+            f"SELECT * FROM jobs {where} ORDER BY created_at DESC, id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [Job.from_row(row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+        rows = self.db.read("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update({row["status"]: row["n"] for row in rows})
+        return counts
+
+    def set_dispatch(self, job_id: str, dispatch: str | None, backend: str | None = None) -> None:
+        """Remember where the job was handed (a spool file's path), and on which backend."""
+        with self.db.write() as tx:
+            tx.execute(
+                "UPDATE jobs SET dispatch = ?, backend = coalesce(?, backend), updated_at = ? WHERE id = ?",
+                (dispatch, backend, time.time(), job_id),
+            )
+
+    def claim(self, job_id: str, *, allow_rerun: bool) -> tuple[Job | None, dict[str, Any] | None]:
+        """Start the job's next attempt, returning (job, None), or say why not, as (job, None).
+
+        A record found ``running`` means the last attempt's process died (killed, timed out or
+        crashed). With ``allow_rerun`` (the spooler, whose file survived) that attempt is
+        recorded as lost and a new one starts if attempts remain; otherwise the job fails.
+        Returns (None, None) when there is nothing to run, and (job, lost_error) when the job
+        was failed because its last attempt was lost and none remain.
+        """
+        now = time.time()
+        with self.db.write() as tx:
+            row = tx.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None, None
+            job = Job.from_row(row)
+            lost_error = None
+            if job.status == RUNNING:
+                if not allow_rerun:
+                    return None, None
+                lost_error = _lost_error(job, now)
+                if job.attempts >= job.max_attempts:
+                    tx.execute(
+                        "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ?",
+                        (FAILED, json.dumps(lost_error), now, now, job_id),
+                    )
+                    return job, lost_error
+            elif job.status not in WAITING:
+                return None, None
+            deadline = now + job.timeout if job.timeout else None
+            tx.execute(
+                "UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?, pid = ?,"
+                " deadline = ?, error = coalesce(?, error), progress = NULL,"
+                " progress_message = NULL, updated_at = ? WHERE id = ?",
+                (
+                    RUNNING,
+                    now,
+                    os.getpid(),
+                    deadline,
+                    json.dumps(lost_error) if lost_error else None,
+                    now,
+                    job_id,
+                ),
+            )
+            claimed = tx.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job.from_row(claimed), None
+
+    def succeed(self, job: Job, result_json: str) -> bool:
+        """Record the attempt's result; False if the record moved on meanwhile (reaped)."""
+        now = time.time()
+        with self.db.write() as tx:
+            cursor = tx.execute(
+                "UPDATE jobs SET status = ?, result = ?, finished_at = ?, progress = 1.0,"
+                " updated_at = ? WHERE id = ? AND status = ? AND attempts = ?",
+                (SUCCEEDED, result_json, now, now, job.id, RUNNING, job.attempts),
+            )
+            return cursor.rowcount == 1
+
+    def fail_attempt(self, job: Job, error: dict[str, Any], retry_at: float | None) -> bool:
+        """Record a failed attempt: ``retrying`` until ``retry_at``, or ``failed`` if None."""
+        now = time.time()
+        status = RETRYING if retry_at is not None else FAILED
+        with self.db.write() as tx:
+            cursor = tx.execute(
+                "UPDATE jobs SET status = ?, error = ?, run_at = ?, finished_at = ?,"
+                " updated_at = ? WHERE id = ? AND status = ? AND attempts = ?",
+                (
+                    status,
+                    json.dumps(error),
+                    retry_at,
+                    None if retry_at is not None else now,
+                    now,
+                    job.id,
+                    RUNNING,
+                    job.attempts,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def fail_unstarted(self, job_id: str, error: dict[str, Any]) -> None:
+        """A job that could not be handed to any backend: failed, with the reason."""
+        now = time.time()
+        with self.db.write() as tx:
+            tx.execute(
+                "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ?",
+                (FAILED, json.dumps(error), now, now, job_id),
+            )
+
+    def report_progress(self, job_id: str, progress: float, message: str | None) -> None:
+        with self.db.write() as tx:
+            tx.execute(
+                "UPDATE jobs SET progress = ?, progress_message = ?, updated_at = ?"
+                " WHERE id = ? AND status = ?",
+                (progress, message, time.time(), job_id, RUNNING),
+            )
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel a job that has not started; returns the record as it is afterwards."""
+        now = time.time()
+        with self.db.write() as tx:
+            tx.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, updated_at = ?"
+                f" WHERE id = ? AND status IN ({', '.join('?' * len(WAITING))})",
+                (CANCELLED, now, now, job_id, *WAITING),
+            )
+        return self.get(job_id)
+
+    def requeue(self, job_id: str, extra_attempts: int) -> Job | None:
+        """Put a failed or cancelled job back in the queue with ``extra_attempts`` more tries."""
+        now = time.time()
+        with self.db.write() as tx:
+            cursor = tx.execute(
+                "UPDATE jobs SET status = ?, max_attempts = attempts + ?, run_at = NULL,"
+                " finished_at = NULL, dispatch = NULL, updated_at = ?"
+                " WHERE id = ? AND status IN (?, ?)",
+                (QUEUED, extra_attempts, now, job_id, FAILED, CANCELLED),
+            )
+            if cursor.rowcount == 0:
+                return None
+        return self.get(job_id)
+
+    def running_jobs(self) -> builtins.list[Job]:
+        return [Job.from_row(r) for r in self.db.read("SELECT * FROM jobs WHERE status = ?", (RUNNING,))]
+
+    def mark_lost(self, job: Job, error: dict[str, Any]) -> bool:
+        """Fail a ``running`` job whose process is gone; False if it moved on meanwhile."""
+        now = time.time()
+        with self.db.write() as tx:
+            cursor = tx.execute(
+                "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ?"
+                " WHERE id = ? AND status = ? AND attempts = ?",
+                (FAILED, json.dumps(error), now, now, job.id, RUNNING, job.attempts),
+            )
+            return cursor.rowcount == 1
+
+    def purge(self, older_than: float) -> int:
+        """Delete finished records whose end is before ``older_than``; returns how many."""
+        with self.db.write() as tx:
+            cursor = tx.execute(
+                f"DELETE FROM jobs WHERE status IN ({', '.join('?' * len(FINISHED))}) AND finished_at < ?",
+                (*FINISHED, older_than),
+            )
+            return cursor.rowcount
+
+    def increment(self, name: str, by: int = 1) -> int:
+        """Add to a named counter and return its new value."""
+        with self.db.write() as tx:
+            tx.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                (name, by),
+            )
+            row = tx.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row["value"])
+
+    def counter(self, name: str) -> int:
+        rows = self.db.read("SELECT value FROM counters WHERE name = ?", (name,))
+        return int(rows[0]["value"]) if rows else 0
+
+
+def _lost_error(job: Job, now: float) -> dict[str, Any]:
+    if job.deadline is not None and now >= job.deadline:
+        return {
+            "type": "TimeoutError",
+            "message": f"attempt {job.attempts} ran past its {job.timeout:g} s timeout and was killed",
+            "traceback": None,
+        }
+    return {
+        "type": "WorkerLost",
+        "message": f"attempt {job.attempts}: process {job.pid} died before the job finished",
+        "traceback": None,
+    }

@@ -1,0 +1,39 @@
+"""The landing page and /api/info: which uWSGI worker answered, and how it is configured."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+from flask import Blueprint, current_app, jsonify, render_template
+from flask.typing import ResponseReturnValue
+
+from app import runtime
+from app.jobs import JobError
+
+bp = Blueprint("info", __name__)
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    jobs = current_app.extensions["jobs"]
+    # Fire and forget on a mule: a lost count is fine, a slower page is not.
+    with contextlib.suppress(JobError):
+        jobs.enqueue("examples.count_page_view", {"page": "index"})
+    return render_template("index.html", views=jobs.store.counter("page_views:index"))
+
+
+@bp.get("/api/info")
+def api_info() -> ResponseReturnValue:
+    settings = current_app.config["SETTINGS"]
+    uwsgi = runtime.uwsgi_module()
+    return jsonify(
+        pid=os.getpid(),
+        worker_id=uwsgi.worker_id() if uwsgi else None,
+        processes=settings.processes,
+        threads=settings.threads,
+        thread=threading.current_thread().name,
+        uwsgi_version=uwsgi.version.decode() if uwsgi else None,
+        server="uwsgi" if uwsgi else "local",
+    )

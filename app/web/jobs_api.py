@@ -1,0 +1,172 @@
+"""The jobs API: enqueue, inspect, retry and cancel background jobs. Operators only."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+from flask.typing import ResponseReturnValue
+
+from app.jobs import InvalidJob, JobConflict, JobError, JobNotFound, Jobs, QueueFull, UnknownTask
+from app.jobs.registry import BACKENDS
+from app.jobs.store import STATUSES
+from app.web.auth import operator_only
+from app.web.errors import ApiError
+
+bp = Blueprint("jobs_api", __name__, url_prefix="/api")
+
+ENQUEUE_FIELDS = {"task", "args", "backend", "delay", "max_attempts"}
+MAX_LIMIT = 500
+
+
+@bp.before_request
+@operator_only
+def require_operator() -> None:
+    """Every endpoint here is an operator's."""
+
+
+def _jobs() -> Jobs:
+    jobs: Jobs = current_app.extensions["jobs"]
+    return jobs
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object; 415 if it is not JSON, 400 if it is malformed or not an object."""
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send a JSON body with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON")
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", "the body must be a JSON object")
+    return body
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_enqueue(body: dict[str, Any]) -> dict[str, Any]:
+    """Check the fields of POST /api/jobs; raises ApiError 400 with per-field details."""
+    details = {name: "unknown field" for name in body.keys() - ENQUEUE_FIELDS}
+    task = body.get("task")
+    if not isinstance(task, str) or not task:
+        details["task"] = "required: the name of a registered task (see GET /api/tasks)"
+    args = body.get("args", {})
+    if not isinstance(args, (dict, list)):
+        details["args"] = "must be an object (keyword arguments) or an array"
+    backend = body.get("backend")
+    if backend is not None and backend not in BACKENDS:
+        details["backend"] = f"must be one of {', '.join(BACKENDS)}"
+    delay = body.get("delay")
+    if delay is not None and not _number(delay):
+        details["delay"] = "must be a number of seconds"
+    max_attempts = body.get("max_attempts")
+    if max_attempts is not None and (not isinstance(max_attempts, int) or isinstance(max_attempts, bool)):
+        details["max_attempts"] = "must be a whole number"
+    if details:
+        raise ApiError(400, "validation_failed", "the job is not valid", details)
+    return {
+        "task": task,
+        "args": args,
+        "backend": backend,
+        "delay": delay,
+        "max_attempts": max_attempts,
+    }
+
+
+@bp.post("/jobs")
+def enqueue() -> ResponseReturnValue:
+    fields = parse_enqueue(json_body())
+    jobs = _jobs()
+    try:
+        job = jobs.enqueue(
+            fields["task"],
+            fields["args"],
+            backend=fields["backend"],
+            delay=fields["delay"],
+            max_attempts=fields["max_attempts"],
+        )
+    except UnknownTask as exc:
+        raise ApiError(404, "unknown_task", str(exc)) from None
+    except InvalidJob as exc:
+        raise ApiError(400, "validation_failed", str(exc), exc.details) from None
+    except QueueFull as exc:
+        raise ApiError(503, "queue_full", f"{exc}; the job was recorded as failed") from None
+    except JobError as exc:
+        raise ApiError(503, "not_queued", str(exc)) from None
+    response = jsonify(job.to_dict())
+    response.status_code = 202
+    response.headers["Location"] = url_for("jobs_api.show", job_id=job.id)
+    return response
+
+
+@bp.get("/jobs")
+def index() -> ResponseReturnValue:
+    status = request.args.get("status") or None
+    task = request.args.get("task") or None
+    details = {}
+    if status is not None and status not in STATUSES:
+        details["status"] = f"must be one of {', '.join(STATUSES)}"
+    try:
+        limit = int(request.args.get("limit", "50"))
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError
+    except ValueError:
+        details["limit"] = f"must be a whole number from 1 to {MAX_LIMIT}"
+        limit = 0
+    before = None
+    if request.args.get("cursor"):
+        try:
+            stamp, _, job_id = base64.urlsafe_b64decode(request.args["cursor"]).decode().partition(":")
+            before = (float(stamp), job_id)
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            details["cursor"] = "is not a cursor this API returned"
+    if details:
+        raise ApiError(400, "validation_failed", "invalid query", details)
+    page = _jobs().store.list(status=status, task=task, limit=limit, before=before)
+    next_cursor = None
+    if len(page) == limit:
+        last = page[-1]
+        next_cursor = base64.urlsafe_b64encode(f"{last.created_at!r}:{last.id}".encode()).decode()
+    return jsonify(jobs=[job.to_dict() for job in page], next_cursor=next_cursor)
+
+
+@bp.get("/jobs/<job_id>")
+def show(job_id: str) -> ResponseReturnValue:
+    try:
+        return jsonify(_jobs().get(job_id).to_dict())
+    except JobNotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+
+
+@bp.post("/jobs/<job_id>/retry")
+def retry(job_id: str) -> ResponseReturnValue:
+    try:
+        job = _jobs().retry(job_id)
+    except JobNotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except JobConflict as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    except UnknownTask as exc:
+        raise ApiError(409, "conflict", f"cannot retry: {exc}") from None
+    except JobError as exc:
+        raise ApiError(503, "not_queued", str(exc)) from None
+    return jsonify(job.to_dict()), 202
+
+
+@bp.delete("/jobs/<job_id>")
+def cancel(job_id: str) -> ResponseReturnValue:
+    try:
+        return jsonify(_jobs().cancel(job_id).to_dict())
+    except JobNotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except JobConflict as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+
+
+@bp.get("/tasks")
+def tasks() -> ResponseReturnValue:
+    return jsonify(tasks=[task.describe() for task in _jobs().registry.all()])

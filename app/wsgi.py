@@ -1,0 +1,15 @@
+"""The WSGI callable uWSGI loads (``module = app.wsgi:app``)."""
+
+from __future__ import annotations
+
+import sys
+
+from app import create_app
+from app.settings import SettingsError
+
+try:
+    app = create_app()
+except SettingsError as exc:
+    # One line naming the variable, then stop: uWSGI's need-app ends the start-up.
+    print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Builds, with no container registry, everything `docker compose --env-file .env.offline` needs:
+#   - a Python base image from Debian packages (mmdebstrap, then docker import),
+#   - an nginx image from Debian packages that behaves like the official one (docker/nginx/),
+#   - docker/wheelhouse/: wheels of the project's runtime dependencies, for that Python,
+# and writes .env.offline naming them. Packages come from the apt sources this machine uses,
+# read at run time. Each artefact is tagged by a hash of its inputs and skipped when that
+# tag already exists, so a re-run takes seconds.
+#
+# Environment: DEBIAN_SUITE (default: this machine's release), PYTHON (host Python running
+# pip, default python3), OFFLINE_IMAGES_REBUILD=1 to rebuild even when the tags exist.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+REPOSITORY=flask-uwsgi-stack
+PYTHON=${PYTHON:-python3}
+WHEELHOUSE=docker/wheelhouse
+ENV_FILE=.env.offline
+PYTHON_PACKAGES=(python3 python3-venv ca-certificates)
+NGINX_PACKAGES=(nginx gettext-base)
+# Slim like the official images: no documentation, manuals or translations; merged /usr made by
+# mmdebstrap's hook rather than by the usrmerge package, which would pull in perl.
+MMDEBSTRAP_OPTIONS=(
+    --variant=minbase
+    --format=tar
+    --hook-dir=/usr/share/mmdebstrap/hooks/maybe-merged-usr
+    --aptopt='APT::Install-Recommends "false"'
+    --dpkgopt='path-exclude=/usr/share/doc/*'
+    --dpkgopt='path-include=/usr/share/doc/*/copyright'
+    --dpkgopt='path-exclude=/usr/share/man/*'
+    --dpkgopt='path-exclude=/usr/share/info/*'
+    --dpkgopt='path-exclude=/usr/share/locale/*'
+    --dpkgopt='path-include=/usr/share/locale/locale.alias'
+)
+
+log() { printf 'offline-images: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+require_tools() {
+    command -v docker >/dev/null || die "docker is not installed"
+    docker info >/dev/null 2>&1 || die "the Docker engine does not answer (is dockerd running?)"
+    if ! command -v mmdebstrap >/dev/null; then
+        [ "$(id -u)" = 0 ] || die "mmdebstrap is missing: apt-get install mmdebstrap (as root)"
+        log "installing mmdebstrap from the machine's apt sources"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
+    fi
+    [ "$(id -u)" = 0 ] || die "run as root: mmdebstrap builds the root filesystems in root mode"
+}
+
+# The apt source files of this machine that hold at least one entry.
+source_files() {
+    local file
+    for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [ -f "$file" ] && grep -qE '^[[:space:]]*[^#[:space:]]' "$file" && printf '%s\n' "$file"
+    done
+    return 0
+}
+
+# A short, stable hash of everything passed on standard input.
+input_hash() { sha256sum | cut -c1-12; }
+
+image_exists() {
+    [ "${OFFLINE_IMAGES_REBUILD:-0}" != 1 ] && docker image inspect "$1" >/dev/null 2>&1
+}
+
+# rootfs_image TAG CHANGE... -- PACKAGE...: a minimal Debian with PACKAGEs, imported as TAG.
+rootfs_image() {
+    local tag=$1 changes=() packages
+    shift
+    while [ "$1" != -- ]; do changes+=(--change "$1"); shift; done
+    shift
+    packages=$(IFS=,; printf '%s' "$*")
+    log "building $tag from Debian packages: $packages"
+    mmdebstrap --quiet "${MMDEBSTRAP_OPTIONS[@]}" --include="$packages" \
+        --customize-hook='rm -f "$1/etc/hostname" "$1/etc/resolv.conf"' \
+        "$SUITE" - "${SOURCES[@]}" \
+        | docker import "${changes[@]}" \
+            --change "LABEL org.opencontainers.image.title=$REPOSITORY" \
+            --message "mmdebstrap $SUITE: $packages" - "$tag" >/dev/null
+}
+
+build_python_image() {
+    local hash
+    hash=$( { printf '%s\n' "$SUITE" "${PYTHON_PACKAGES[@]}" "${MMDEBSTRAP_OPTIONS[@]}"; cat "${SOURCES[@]}"; } | input_hash)
+    PYTHON_IMAGE="$REPOSITORY/python-debian:$SUITE-$hash"
+    if image_exists "$PYTHON_IMAGE"; then
+        log "up to date: $PYTHON_IMAGE"
+        return
+    fi
+    # The same environment contract as the official python image: python3 on PATH, UTF-8.
+    rootfs_image "$PYTHON_IMAGE" \
+        'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        'ENV LANG=C.UTF-8' \
+        'CMD ["python3"]' \
+        -- "${PYTHON_PACKAGES[@]}"
+}
+
+build_nginx_image() {
+    local rootfs hash
+    hash=$( { printf '%s\n' "$SUITE" "${NGINX_PACKAGES[@]}" "${MMDEBSTRAP_OPTIONS[@]}"; cat "${SOURCES[@]}"; } | input_hash)
+    rootfs="$REPOSITORY/nginx-debian-rootfs:$SUITE-$hash"
+    if image_exists "$rootfs"; then
+        log "up to date: $rootfs"
+    else
+        rootfs_image "$rootfs" \
+            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            -- "${NGINX_PACKAGES[@]}"
+    fi
+    hash=$( { printf '%s\n' "$rootfs"; tar -C docker/nginx --sort=name --mtime=@0 --owner=0 --group=0 -cf - .; } | input_hash)
+    NGINX_IMAGE="$REPOSITORY/nginx-debian:$SUITE-$hash"
+    if image_exists "$NGINX_IMAGE"; then
+        log "up to date: $NGINX_IMAGE"
+        return
+    fi
+    log "building $NGINX_IMAGE"
+    if ! docker build --build-arg "BASE_IMAGE=$rootfs" --tag "$NGINX_IMAGE" docker/nginx >"$WORK/build.log" 2>&1; then
+        cat "$WORK/build.log" >&2
+        die "docker build of $NGINX_IMAGE failed"
+    fi
+}
+
+# Wheels of the runtime dependencies in pyproject.toml, for the base image's Python and libc.
+build_wheelhouse() {
+    local target requirements platforms=() hash stamp="$WHEELHOUSE/.inputs"
+    target=$(docker run --rm --network none "$PYTHON_IMAGE" python3 -c \
+        'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1], platform.machine())')
+    read -r py_version glibc arch <<<"$target"
+    requirements=$("$PYTHON" -c \
+        'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
+        pyproject.toml)
+    # pip does not widen manylinux_2_X itself: name every glibc level the image can run.
+    platforms=(--platform "manylinux2014_$arch")
+    for ((minor = 17; minor <= ${glibc#2.}; minor++)); do
+        platforms+=(--platform "manylinux_2_${minor}_$arch")
+    done
+    hash=$(printf '%s\n' "$py_version" "$glibc" "$arch" "$requirements" | input_hash)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ] && [ "${OFFLINE_IMAGES_REBUILD:-0}" != 1 ]; then
+        log "up to date: $WHEELHOUSE (Python $py_version, glibc $glibc, $arch)"
+        return
+    fi
+    log "downloading wheels for Python $py_version, glibc $glibc, $arch into $WHEELHOUSE"
+    find "$WHEELHOUSE" -mindepth 1 ! -name .gitkeep -delete
+    # shellcheck disable=SC2086 # one requirement a word; pins carry no spaces
+    "$PYTHON" -m pip download --quiet --dest "$WHEELHOUSE" --only-binary=:all: \
+        --implementation cp --python-version "$py_version" "${platforms[@]}" $requirements
+    printf '%s\n' "$hash" >"$stamp"
+}
+
+write_env_file() {
+    cat >"$ENV_FILE" <<EOF
+# Written by scripts/offline-images.sh: images built from Debian packages, no registry.
+# Use: docker compose --env-file $ENV_FILE up --build
+PYTHON_IMAGE=$PYTHON_IMAGE
+NGINX_IMAGE=$NGINX_IMAGE
+PIP_NO_INDEX=1
+EOF
+    log "wrote $ENV_FILE"
+}
+
+main() {
+    require_tools
+    WORK=$(mktemp -d)
+    trap 'rm -rf "$WORK"' EXIT
+    SUITE=${DEBIAN_SUITE:-$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:?}")}
+    mapfile -t SOURCES < <(source_files)
+    [ "${#SOURCES[@]}" -gt 0 ] || die "no apt sources found in /etc/apt"
+    build_python_image
+    build_nginx_image
+    build_wheelhouse
+    write_env_file
+}
+
+main "$@"
