@@ -7,11 +7,12 @@ import time
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup
 
 from app.jobs import JobError, Jobs
 from app.jobs.store import STATUSES
 
-jobs_cli = click.Group("jobs", help="Inspect and manage background jobs.")
+jobs_cli = AppGroup("jobs", help="Inspect and manage background jobs.")
 
 
 def _jobs() -> Jobs:

@@ -1,0 +1,220 @@
+"""Fixtures: the Flask app and test client, and the real stack (uWSGI + nginx) on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from app.settings import PROJECT_ROOT, Settings
+
+IN_CI = os.environ.get("CI") == "true"
+TOKEN = "test-operator-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def require(component: str, present: bool) -> None:
+    """Skip without ``component``, except in CI, where its absence fails the run."""
+    if present:
+        return
+    if IN_CI:
+        pytest.fail(f"{component} is missing, and CI=true requires it")
+    pytest.skip(f"{component} is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="fus-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def app(state_dir: Path) -> Flask:
+    settings = Settings.from_env(
+        {
+            "DATA_DIR": str(state_dir / "data"),
+            "SPOOL_DIR": str(state_dir / "spool"),
+            "RUN_DIR": str(state_dir / "run"),
+        }
+    )
+    return create_app(settings, {"TESTING": True, "JOBS_LOCAL_MODE": "inline"})
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class Stack:
+    """uWSGI and nginx started by ``python -m app.serve``, as ``make run`` does."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.http_port = free_port()
+        self.stats_port = free_port()
+        self.env = {
+            **os.environ,
+            "HTTP_PORT": str(self.http_port),
+            "STATS_PORT": str(self.stats_port),
+            "DATA_DIR": str(root / "data"),
+            "SPOOL_DIR": str(root / "spool"),
+            "RUN_DIR": str(root / "run"),
+            "SOCKET": str(root / "run" / "uwsgi.sock"),
+            "OPERATOR_TOKEN": TOKEN,
+            "PROCESSES": "4",
+            "PYTHONPATH": str(Path(__file__).parent / "jobs_fixture"),
+            "JOBS_IMPORT": "fixture_tasks",
+            **env,
+        }
+        self.log_path = root / "stack.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.session = requests.Session()
+        self.session.headers.update(AUTH)
+
+    def start(self) -> Stack:
+        self.log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.serve"],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self._answers, timeout=30, what=f"the stack to answer (log: {self.log_path})")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the stack exited with {self.process.returncode}:\n{self.logs()}")
+        try:
+            return requests.get(self.url("/healthz"), timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.url(path), timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.url(path), timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def enqueue(self, task: str, args: Any = None, **fields: Any) -> dict[str, Any]:
+        response = self.post("/api/jobs", json={"task": task, "args": args or {}, **fields})
+        assert response.status_code == 202, response.text
+        job: dict[str, Any] = response.json()
+        return job
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.get(f"/api/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
+        return job
+
+    def wait_for_job(self, job_id: str, statuses: tuple[str, ...], timeout: float = 30) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+
+        def reached() -> bool:
+            found.update(self.job(job_id))
+            return found["status"] in statuses
+
+        wait_until(reached, timeout=timeout, what=f"job {job_id} to reach {statuses} (last: {found})")
+        return found
+
+    def stats(self) -> dict[str, Any]:
+        with socket.create_connection(("127.0.0.1", self.stats_port), timeout=5) as sock:
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        stats: dict[str, Any] = json.loads(b"".join(chunks))
+        return stats
+
+    def master_pid(self) -> int:
+        return int((self.root / "run" / "uwsgi.pid").read_text())
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def nginx_present() -> None:
+    from app.serve import find_nginx
+
+    require("nginx", find_nginx() is not None)
+
+
+@pytest.fixture
+def make_stack(nginx_present: None) -> Iterator[Callable[..., Stack]]:
+    """Start a stack with extra settings; every one started is stopped after the test."""
+    stacks: list[Stack] = []
+    roots: list[Path] = []
+
+    def start(root: Path | None = None, **env: str) -> Stack:
+        if root is None:
+            root = Path(tempfile.mkdtemp(prefix="fus-"))
+            roots.append(root)
+        stack = Stack(root, env)
+        stacks.append(stack)
+        return stack.start()
+
+    yield start
+    for stack in stacks:
+        stack.stop()
+    for root in roots:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack(nginx_present: None) -> Iterator[Stack]:
+    """One stack shared by a module's tests that leave it as they found it."""
+    root = Path(tempfile.mkdtemp(prefix="fus-"))
+    shared = Stack(root, {"MAX_BODY_SIZE": "64k"})
+    try:
+        yield shared.start()
+    finally:
+        shared.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,142 @@
+"""The job layer without uWSGI: inline (tests) and thread-pool (flask run) execution, the API's
+validation and error answers, and the operator CLI."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from app.jobs import InvalidJob, Jobs
+from app.settings import Settings
+
+
+def post_job(client: FlaskClient, **body: object):  # type: ignore[no-untyped-def]
+    return client.post("/api/jobs", json=body)
+
+
+def test_enqueue_answers_202_with_the_record_and_its_location(client: FlaskClient) -> None:
+    response = post_job(client, task="diag.sleep", args={"seconds": 0.01})
+    assert response.status_code == 202
+    job = response.get_json()
+    assert response.headers["Location"] == f"/api/jobs/{job['id']}"
+    record = client.get(response.headers["Location"]).get_json()
+    assert record["status"] == "succeeded"
+    assert record["result"] == {"slept": 0.01}
+    assert record["progress"] == 1.0
+
+
+def test_failing_job_is_retried_until_it_succeeds(client: FlaskClient) -> None:
+    job = post_job(client, task="diag.fail", args={"times": 2}, max_attempts=3).get_json()
+    record = client.get(f"/api/jobs/{job['id']}").get_json()
+    assert (record["status"], record["attempts"]) == ("succeeded", 3)
+
+
+def test_failing_job_fails_after_its_attempts_and_keeps_the_error(client: FlaskClient) -> None:
+    job = post_job(client, task="diag.fail", args={"times": 5}, max_attempts=3).get_json()
+    record = client.get(f"/api/jobs/{job['id']}").get_json()
+    assert (record["status"], record["attempts"]) == ("failed", 3)
+    assert record["error"]["type"] == "RuntimeError"
+    assert "failing attempt 3" in record["error"]["message"]
+    assert "Traceback" in record["error"]["traceback"]
+
+
+def test_a_failed_job_can_be_retried_by_hand_and_a_succeeded_one_cannot(client: FlaskClient) -> None:
+    failed = post_job(client, task="diag.fail", args={"times": 1}, max_attempts=1).get_json()
+    again = client.post(f"/api/jobs/{failed['id']}/retry")
+    assert again.status_code == 202
+    assert client.get(f"/api/jobs/{failed['id']}").get_json()["status"] == "succeeded"
+    conflict = client.post(f"/api/jobs/{failed['id']}/retry")
+    assert conflict.status_code == 409 and conflict.get_json()["error"] == "conflict"
+
+
+def test_bad_requests_get_json_errors_never_500(client: FlaskClient) -> None:
+    cases = [
+        (client.post("/api/jobs", data="{not json", content_type="application/json"), 400),
+        (client.post("/api/jobs", data="task=x", content_type="application/x-www-form-urlencoded"), 415),
+        (client.post("/api/jobs", json=["a list"]), 400),
+        (post_job(client, task="no.such.task"), 404),
+        (post_job(client, task="diag.noop", args="x", delay="soon", extra=1), 400),
+        (post_job(client, task="diag.noop", max_attempts=0), 400),
+        (post_job(client, task="diag.noop", backend="carrier-pigeon"), 400),
+        (client.get("/api/jobs/does-not-exist"), 404),
+        (client.delete("/api/jobs/does-not-exist"), 404),
+        (client.get("/api/jobs?status=sleeping&limit=0"), 400),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, response.get_data(as_text=True)
+        assert response.is_json and response.get_json()["message"]
+    details = post_job(client, task="diag.noop", args="x", delay="soon", extra=1).get_json()["details"]
+    assert set(details) == {"args", "delay", "extra"}
+
+
+def test_arguments_must_be_json_and_large_ones_work(app: Flask) -> None:
+    jobs: Jobs = app.extensions["jobs"]
+    with pytest.raises(InvalidJob, match="JSON"):
+        jobs.enqueue("diag.noop", {"when": object()})
+    big = "x" * 200_000
+    job = jobs.enqueue("diag.pid", [], request_id="req-1")
+    assert jobs.get(job.id).request_id == "req-1"
+    stored = jobs.store.create(
+        task="diag.noop", args_json=f'{{"blob": "{big}"}}', backend="spooler",
+        max_attempts=1, timeout=None, run_at=None, request_id=None,
+    )
+    assert stored is not None and len(jobs.get(stored.id).args["blob"]) == 200_000
+
+
+def test_a_job_not_started_can_be_cancelled_and_a_finished_one_cannot(app: Flask) -> None:
+    jobs: Jobs = app.extensions["jobs"]
+    waiting = jobs.store.create(
+        task="diag.noop", args_json="{}", backend="spooler", max_attempts=1,
+        timeout=None, run_at=time.time() + 60, request_id=None,
+    )
+    assert waiting is not None and waiting.status == "scheduled"
+    client = app.test_client()
+    assert client.delete(f"/api/jobs/{waiting.id}").get_json()["status"] == "cancelled"
+    done = jobs.enqueue("diag.noop")
+    assert client.delete(f"/api/jobs/{done.id}").status_code == 409
+
+
+def test_listing_is_newest_first_filtered_and_paginated(client: FlaskClient) -> None:
+    ids = [post_job(client, task="diag.noop").get_json()["id"] for _ in range(5)]
+    post_job(client, task="diag.pid")
+    first = client.get("/api/jobs?task=diag.noop&limit=3").get_json()
+    second = client.get(f"/api/jobs?task=diag.noop&limit=3&cursor={first['next_cursor']}").get_json()
+    listed = [job["id"] for job in first["jobs"] + second["jobs"]]
+    assert listed == list(reversed(ids))
+    assert client.get("/api/jobs?status=succeeded&task=diag.pid").get_json()["jobs"][0]["task"] == "diag.pid"
+
+
+def test_tasks_are_listed_with_their_options(client: FlaskClient) -> None:
+    tasks = {task["name"]: task for task in client.get("/api/tasks").get_json()["tasks"]}
+    assert {"diag.noop", "diag.sleep", "diag.cpu", "diag.fail", "diag.pid"} <= set(tasks)
+    assert tasks["examples.count_page_view"]["backend"] == "mule"
+    assert tasks["jobs.purge"]["backend"] == "spooler"
+
+
+def test_jobs_run_in_a_thread_pool_with_the_app_context_without_uwsgi(tmp_path: Path) -> None:
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path / "d"), "SPOOL_DIR": str(tmp_path / "s")})
+    app = create_app(settings, {"TESTING": True, "JOBS_LOCAL_MODE": "threads"})
+    jobs: Jobs = app.extensions["jobs"]
+    job = jobs.enqueue("diag.pid")
+    deadline = time.monotonic() + 10
+    while jobs.get(job.id).status != "succeeded" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result = jobs.get(job.id).result
+    assert result["app"] == "app" and result["thread"].startswith("job")
+
+
+def test_the_cli_lists_shows_retries_cancels_and_purges(app: Flask) -> None:
+    jobs: Jobs = app.extensions["jobs"]
+    failed = jobs.enqueue("diag.fail", {"times": 9}, max_attempts=1)
+    runner = app.test_cli_runner()
+    assert failed.id in runner.invoke(args=["jobs", "list", "--status", "failed"]).output
+    assert '"status": "failed"' in runner.invoke(args=["jobs", "show", failed.id]).output
+    assert runner.invoke(args=["jobs", "retry", failed.id]).exit_code == 0
+    assert runner.invoke(args=["jobs", "cancel", failed.id]).exit_code == 1
+    assert "purged 1 job records" in runner.invoke(args=["jobs", "purge", "--older-than-days", "0"]).output
+    assert runner.invoke(args=["jobs", "show", "nope"]).exit_code == 1

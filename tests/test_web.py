@@ -1,0 +1,74 @@
+"""The web layer through Flask's test client: health, info, errors, operator protection."""
+
+from __future__ import annotations
+
+import shutil
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from app.settings import Settings
+
+
+def test_healthz_answers_json(client: FlaskClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_is_ready_when_spool_and_database_are(client: FlaskClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "ready"
+
+
+def test_readyz_says_why_when_the_spool_directory_is_gone(app: Flask, client: FlaskClient) -> None:
+    shutil.rmtree(app.config["SETTINGS"].spool_dir)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "spool_dir" in response.get_json()["problems"]
+
+
+def test_info_reports_the_configuration_outside_uwsgi(client: FlaskClient) -> None:
+    info = client.get("/api/info").get_json()
+    assert info["server"] == "local" and info["worker_id"] is None
+    assert info["processes"] >= 1 and info["threads"] >= 1
+
+
+def test_landing_page_links_to_the_endpoints(client: FlaskClient) -> None:
+    page = client.get("/").get_data(as_text=True)
+    for link in ("/healthz", "/readyz", "/api/info"):
+        assert f'href="{link}"' in page
+
+
+def test_unknown_paths_and_methods_answer_json(client: FlaskClient) -> None:
+    missing = client.get("/nope")
+    assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
+    wrong = client.put("/healthz")
+    assert wrong.status_code == 405 and "message" in wrong.get_json()
+
+
+def test_operator_endpoints_refuse_a_client_from_the_network(client: FlaskClient) -> None:
+    response = client.get("/api/jobs", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert response.status_code == 403
+    assert response.get_json()["error"] == "forbidden"
+    assert client.get("/api/jobs", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+
+
+def test_with_a_token_only_its_bearer_is_an_operator(app: Flask) -> None:
+    settings = app.config["SETTINGS"]
+    guarded = create_app(
+        Settings.from_env(
+            {
+                "DATA_DIR": str(settings.data_dir),
+                "SPOOL_DIR": str(settings.spool_dir),
+                "RUN_DIR": str(settings.run_dir),
+                "OPERATOR_TOKEN": "s3cret",
+            }
+        ),
+        {"TESTING": True, "JOBS_LOCAL_MODE": "inline"},
+    ).test_client()
+    assert guarded.get("/api/tasks").status_code == 401
+    assert guarded.get("/api/tasks", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert guarded.get("/api/tasks", headers={"Authorization": "Bearer s3cret"}).status_code == 200
