@@ -212,7 +212,7 @@ def make_stack(nginx_present: None) -> Iterator[Callable[..., Stack]]:
 def stack(nginx_present: None) -> Iterator[Stack]:
     """One stack shared by a module's tests that leave it as they found it."""
     root = Path(tempfile.mkdtemp(prefix="fus-"))
-    shared = Stack(root, {"MAX_BODY_SIZE": "64k"})
+    shared = Stack(root, {"MAX_BODY_SIZE": "256k"})
     try:
         yield shared.start()
     finally:

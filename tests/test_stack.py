@@ -46,7 +46,7 @@ def test_static_files_come_from_nginx_gzipped(stack: Stack) -> None:
 
 
 def test_a_body_over_the_limit_gets_413_from_nginx(stack: Stack) -> None:
-    answer = stack.post("/api/jobs", data=b"x" * 100_000, headers={"Content-Type": "application/json"})
+    answer = stack.post("/api/jobs", data=b"x" * 300_000, headers={"Content-Type": "application/json"})
     assert answer.status_code == 413
     assert answer.json()["error"] == "request_too_large"
 

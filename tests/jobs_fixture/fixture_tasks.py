@@ -28,3 +28,9 @@ def tick() -> int:
 def stuck(seconds: float = 60) -> None:
     """Hangs past its timeout: the mule must be killed."""
     time.sleep(seconds)
+
+
+@job("fixture.size", max_attempts=1)
+def size(blob: str) -> int:
+    """The length of its argument: shows large arguments arrive whole."""
+    return len(blob)
