@@ -82,8 +82,13 @@ def test_arguments_must_be_json_and_large_ones_work(app: Flask) -> None:
     job = jobs.enqueue("diag.pid", [], request_id="req-1")
     assert jobs.get(job.id).request_id == "req-1"
     stored = jobs.store.create(
-        task="diag.noop", args_json=f'{{"blob": "{big}"}}', backend="spooler",
-        max_attempts=1, timeout=None, run_at=None, request_id=None,
+        task="diag.noop",
+        args_json=f'{{"blob": "{big}"}}',
+        backend="spooler",
+        max_attempts=1,
+        timeout=None,
+        run_at=None,
+        request_id=None,
     )
     assert stored is not None and len(jobs.get(stored.id).args["blob"]) == 200_000
 
@@ -91,8 +96,13 @@ def test_arguments_must_be_json_and_large_ones_work(app: Flask) -> None:
 def test_a_job_not_started_can_be_cancelled_and_a_finished_one_cannot(app: Flask) -> None:
     jobs: Jobs = app.extensions["jobs"]
     waiting = jobs.store.create(
-        task="diag.noop", args_json="{}", backend="spooler", max_attempts=1,
-        timeout=None, run_at=time.time() + 60, request_id=None,
+        task="diag.noop",
+        args_json="{}",
+        backend="spooler",
+        max_attempts=1,
+        timeout=None,
+        run_at=time.time() + 60,
+        request_id=None,
     )
     assert waiting is not None and waiting.status == "scheduled"
     client = app.test_client()

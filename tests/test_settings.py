@@ -45,7 +45,9 @@ def test_a_directory_that_cannot_be_created_is_refused(tmp_path: Path) -> None:
         Settings.from_env({"DATA_DIR": str(blocker / "data")})
 
 
-@pytest.mark.parametrize("command", [["-m", "app.serve"], ["-m", "app.serve", "uwsgi"], ["-c", "import app.wsgi"]])
+@pytest.mark.parametrize(
+    "command", [["-m", "app.serve"], ["-m", "app.serve", "uwsgi"], ["-c", "import app.wsgi"]]
+)
 def test_start_up_stops_with_one_line_on_a_bad_setting(command: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, *command],
