@@ -7,6 +7,7 @@ import logging
 import random
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +55,19 @@ class Runner:
         self.store = store
         self.registry = registry
 
-    def run(self, job_id: str, *, allow_rerun: bool, timeout_guard: Any = None) -> Outcome:
-        """Run the next attempt of ``job_id``; ``allow_rerun`` is for backends whose copy survives
-        a crash (the spooler). ``timeout_guard(seconds)`` arms a hard kill of this process."""
+    def run(
+        self,
+        job_id: str,
+        *,
+        allow_rerun: bool,
+        timeout_guard: Callable[[int], None] | None = None,
+    ) -> Outcome:
+        """Run the next attempt of ``job_id`` and record how it ended.
+
+        ``allow_rerun`` is for backends whose copy of the job survives a crash (the spooler):
+        a record found ``running`` then starts a new attempt. ``timeout_guard(seconds)`` arms a
+        hard kill of this process after the task's timeout (uWSGI's user harakiri), 0 disarms.
+        """
         job, lost = self.store.claim(job_id, allow_rerun=allow_rerun)
         if job is None:
             return Outcome(None, "skipped")

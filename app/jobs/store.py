@@ -193,13 +193,13 @@ class JobStore:
             )
 
     def claim(self, job_id: str, *, allow_rerun: bool) -> tuple[Job | None, dict[str, Any] | None]:
-        """Start the job's next attempt, returning (job, None), or say why not, as (job, None).
+        """Start the job's next attempt and return (the running record, None).
 
         A record found ``running`` means the last attempt's process died (killed, timed out or
         crashed). With ``allow_rerun`` (the spooler, whose file survived) that attempt is
-        recorded as lost and a new one starts if attempts remain; otherwise the job fails.
-        Returns (None, None) when there is nothing to run, and (job, lost_error) when the job
-        was failed because its last attempt was lost and none remain.
+        recorded as lost and a new one starts if attempts remain. Returns (None, None) when
+        there is nothing to run (finished, cancelled, unknown), and (job, error) when the job
+        has just failed because its last attempt was lost and none remain.
         """
         now = time.time()
         with self.db.write() as tx:
