@@ -43,6 +43,7 @@ def uwsgi_env(settings: Settings) -> dict[str, str]:
         **settings.as_env(),
         "UWSGI_LISTEN": str(settings.listen_backlog),
         "UWSGI_SPOOLER_PROCESSES": str(settings.spooler_processes),
+        "PYTHON_BINARY": sys.executable,
     }
 
 
@@ -239,7 +240,8 @@ def settings_table() -> str:
             default = "2 × CPU cores"
         elif setting.name == "LISTEN_BACKLOG":
             default = "min(1024, somaxconn)"
-        lines.append(f"| `{setting.name}` | `{default}` | {setting.meaning} |")
+        shown = f"`{default}`" if default else "(none)"
+        lines.append(f"| `{setting.name}` | {shown} | {setting.meaning} |")
     return "\n".join(lines)
 
 

@@ -134,8 +134,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STATS_PORT", _const(9191), "Port of the uWSGI stats server (JSON)", _port),
     Setting(
         "SOCKET",
-        _const("var/run/uwsgi.sock"),
-        "Where uWSGI listens for nginx: a unix socket path or host:port",
+        _const(""),
+        "Where uWSGI listens for nginx: a unix socket path or host:port (default: RUN_DIR/uwsgi.sock)",
         _text,
     ),
     Setting(
@@ -240,10 +240,9 @@ class Settings:
             if raw is None or raw.strip() == "":
                 raw = setting.default()
             values[setting.name.lower()] = setting.parse(setting.name, raw)
-        settings = cls(**values)
-        if settings.socket == "":
-            raise SettingsError("SOCKET: must not be empty")
-        return settings
+        if not values["socket"]:
+            values["socket"] = str(values["run_dir"] / "uwsgi.sock")
+        return cls(**values)
 
     @property
     def socket_path(self) -> Path | None:

@@ -81,7 +81,6 @@ class Stack:
             "DATA_DIR": str(root / "data"),
             "SPOOL_DIR": str(root / "spool"),
             "RUN_DIR": str(root / "run"),
-            "SOCKET": str(root / "run" / "uwsgi.sock"),
             "OPERATOR_TOKEN": TOKEN,
             "PROCESSES": "4",
             "PYTHONPATH": str(Path(__file__).parent / "jobs_fixture"),

@@ -60,3 +60,9 @@ def test_start_up_stops_with_one_line_on_a_bad_setting(command: list[str]) -> No
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == ["configuration error: PROCESSES: expected a whole number from 1 to 256, got 'lots'"]
+
+
+def test_the_readme_lists_every_setting_as_the_code_defines_it() -> None:
+    from app.serve import settings_table
+
+    assert settings_table() in (PROJECT_ROOT / "README.md").read_text()

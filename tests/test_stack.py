@@ -127,3 +127,28 @@ def test_make_run_says_how_to_install_nginx_when_it_is_missing() -> None:
     )
     assert result.returncode != 0
     assert "apt-get install nginx" in result.stderr
+
+
+def test_a_reload_through_the_master_fifo_replaces_workers_without_dropping_requests(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(PROCESSES="2")
+    before = {worker["pid"] for worker in stack.stats()["workers"]}
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(stack.get, "/api/diag/sleep?seconds=1.5")
+        wait_until(lambda: any(w["status"] == "busy" for w in stack.stats()["workers"]), 5, "a busy worker")
+        reload = subprocess.run(
+            [sys.executable, "-m", "app.serve", "reload"], cwd=PROJECT_ROOT, env=stack.env, timeout=10
+        )
+        assert reload.returncode == 0
+        assert in_flight.result().status_code == 200
+
+    def replaced() -> bool:
+        try:
+            workers = stack.stats()["workers"]
+        except OSError:  # the master re-executes itself: its stats server is briefly away
+            return False
+        return all(w["pid"] > 0 and w["pid"] not in before for w in workers)
+
+    wait_until(replaced, timeout=15, what="every worker to be replaced")
+    assert stack.get("/api/info").status_code == 200
