@@ -7,14 +7,18 @@
 # read at run time. Each artefact is tagged by a hash of its inputs and skipped when that
 # tag already exists, so a re-run takes seconds.
 #
-# Environment: DEBIAN_SUITE (default: this machine's release), PYTHON (host Python running
-# pip, default python3), OFFLINE_IMAGES_REBUILD=1 to rebuild even when the tags exist.
+# Environment: DEBIAN_SUITE (default: this machine's release); PYTHON, the host Python that runs
+# pip (default: the project's .venv, else python3); OFFLINE_IMAGES_REBUILD=1 to rebuild even when
+# the tags exist, e.g. to take Debian's latest security updates.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 REPOSITORY=flask-uwsgi-stack
-PYTHON=${PYTHON:-python3}
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=python3
+    [ -x .venv/bin/python ] && PYTHON=.venv/bin/python
+fi
 WHEELHOUSE=docker/wheelhouse
 ENV_FILE=.env.offline
 PYTHON_PACKAGES=(python3 python3-venv ca-certificates)
@@ -65,49 +69,57 @@ image_exists() {
     [ "${OFFLINE_IMAGES_REBUILD:-0}" != 1 ] && docker image inspect "$1" >/dev/null 2>&1
 }
 
-# rootfs_image TAG CHANGE... -- PACKAGE...: a minimal Debian with PACKAGEs, imported as TAG.
+# rootfs_image NAME CHANGE... -- PACKAGE...: a minimal Debian with the PACKAGEs, imported with the
+# Dockerfile instructions CHANGE as NAME:SUITE-HASH, HASH covering every input. Prints that tag.
 rootfs_image() {
-    local tag=$1 changes=() packages
+    local name=$1 changes=() packages hash tag
     shift
     while [ "$1" != -- ]; do changes+=(--change "$1"); shift; done
     shift
     packages=$(IFS=,; printf '%s' "$*")
-    log "building $tag from Debian packages: $packages"
-    mmdebstrap --quiet "${MMDEBSTRAP_OPTIONS[@]}" --include="$packages" \
-        --customize-hook='rm -f "$1/etc/hostname" "$1/etc/resolv.conf"' \
-        "$SUITE" - "${SOURCES[@]}" \
-        | docker import "${changes[@]}" \
-            --change "LABEL org.opencontainers.image.title=$REPOSITORY" \
-            --message "mmdebstrap $SUITE: $packages" - "$tag" >/dev/null
+    hash=$( { printf '%s\n' "$SUITE" "$packages" "${changes[@]}" "${MMDEBSTRAP_OPTIONS[@]}"; cat "${SOURCES[@]}"; } | input_hash)
+    tag="$REPOSITORY/$name:$SUITE-$hash"
+    if image_exists "$tag"; then
+        log "up to date: $tag"
+    else
+        log "building $tag from Debian packages: $packages"
+        # shellcheck disable=SC2016 # the hook's $1 (the root directory) is mmdebstrap's to expand
+        if ! mmdebstrap --quiet "${MMDEBSTRAP_OPTIONS[@]}" --include="$packages" \
+            --customize-hook='rm -f "$1/etc/hostname" "$1/etc/resolv.conf"' \
+            "$SUITE" - "${SOURCES[@]}" 2>"$WORK/mmdebstrap.log" \
+            | docker import "${changes[@]}" \
+                --change "LABEL org.opencontainers.image.title=$REPOSITORY" \
+                --message "mmdebstrap $SUITE: $packages" - "$tag" >/dev/null; then
+            cat "$WORK/mmdebstrap.log" >&2
+            die "could not build $tag"
+        fi
+        remove_other_tags "$tag"
+    fi
+    printf '%s\n' "$tag"
+}
+
+# Untags the images an earlier run built from other inputs; one still in use stays.
+remove_other_tags() {
+    local keep=$1 other
+    docker image ls --format '{{.Repository}}:{{.Tag}}' "${keep%:*}" | while read -r other; do
+        [ "$other" = "$keep" ] || docker image rm "$other" >/dev/null 2>&1 || true
+    done
 }
 
 build_python_image() {
-    local hash
-    hash=$( { printf '%s\n' "$SUITE" "${PYTHON_PACKAGES[@]}" "${MMDEBSTRAP_OPTIONS[@]}"; cat "${SOURCES[@]}"; } | input_hash)
-    PYTHON_IMAGE="$REPOSITORY/python-debian:$SUITE-$hash"
-    if image_exists "$PYTHON_IMAGE"; then
-        log "up to date: $PYTHON_IMAGE"
-        return
-    fi
-    # The same environment contract as the official python image: python3 on PATH, UTF-8.
-    rootfs_image "$PYTHON_IMAGE" \
+    # The environment contract of the official python image: python3 on PATH, UTF-8.
+    PYTHON_IMAGE=$(rootfs_image python-debian \
         'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         'ENV LANG=C.UTF-8' \
         'CMD ["python3"]' \
-        -- "${PYTHON_PACKAGES[@]}"
+        -- "${PYTHON_PACKAGES[@]}")
 }
 
 build_nginx_image() {
     local rootfs hash
-    hash=$( { printf '%s\n' "$SUITE" "${NGINX_PACKAGES[@]}" "${MMDEBSTRAP_OPTIONS[@]}"; cat "${SOURCES[@]}"; } | input_hash)
-    rootfs="$REPOSITORY/nginx-debian-rootfs:$SUITE-$hash"
-    if image_exists "$rootfs"; then
-        log "up to date: $rootfs"
-    else
-        rootfs_image "$rootfs" \
-            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-            -- "${NGINX_PACKAGES[@]}"
-    fi
+    rootfs=$(rootfs_image nginx-debian-rootfs \
+        'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        -- "${NGINX_PACKAGES[@]}")
     hash=$( { printf '%s\n' "$rootfs"; tar -C docker/nginx --sort=name --mtime=@0 --owner=0 --group=0 -cf - .; } | input_hash)
     NGINX_IMAGE="$REPOSITORY/nginx-debian:$SUITE-$hash"
     if image_exists "$NGINX_IMAGE"; then
@@ -119,32 +131,34 @@ build_nginx_image() {
         cat "$WORK/build.log" >&2
         die "docker build of $NGINX_IMAGE failed"
     fi
+    remove_other_tags "$NGINX_IMAGE"
 }
 
 # Wheels of the runtime dependencies in pyproject.toml, for the base image's Python and libc.
 build_wheelhouse() {
-    local target requirements platforms=() hash stamp="$WHEELHOUSE/.inputs"
+    local target platforms=() hash stamp="$WHEELHOUSE/.inputs"
     target=$(docker run --rm --network none "$PYTHON_IMAGE" python3 -c \
         'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1], platform.machine())')
     read -r py_version glibc arch <<<"$target"
-    requirements=$("$PYTHON" -c \
-        'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
-        pyproject.toml)
+    "$PYTHON" -c \
+        'import sys, tomllib; print(*tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"], sep="\n")' \
+        pyproject.toml >"$WORK/requirements.txt"
     # pip does not widen manylinux_2_X itself: name every glibc level the image can run.
     platforms=(--platform "manylinux2014_$arch")
     for ((minor = 17; minor <= ${glibc#2.}; minor++)); do
         platforms+=(--platform "manylinux_2_${minor}_$arch")
     done
-    hash=$(printf '%s\n' "$py_version" "$glibc" "$arch" "$requirements" | input_hash)
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ] && [ "${OFFLINE_IMAGES_REBUILD:-0}" != 1 ]; then
+    hash=$( { printf '%s\n' "$py_version" "$glibc" "$arch"; cat "$WORK/requirements.txt"; } | input_hash)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ] && compgen -G "$WHEELHOUSE/*.whl" >/dev/null \
+        && [ "${OFFLINE_IMAGES_REBUILD:-0}" != 1 ]; then
         log "up to date: $WHEELHOUSE (Python $py_version, glibc $glibc, $arch)"
         return
     fi
     log "downloading wheels for Python $py_version, glibc $glibc, $arch into $WHEELHOUSE"
     find "$WHEELHOUSE" -mindepth 1 ! -name .gitkeep -delete
-    # shellcheck disable=SC2086 # one requirement a word; pins carry no spaces
     "$PYTHON" -m pip download --quiet --dest "$WHEELHOUSE" --only-binary=:all: \
-        --implementation cp --python-version "$py_version" "${platforms[@]}" $requirements
+        --implementation cp --python-version "$py_version" "${platforms[@]}" \
+        --requirement "$WORK/requirements.txt"
     printf '%s\n' "$hash" >"$stamp"
 }
 
@@ -163,6 +177,7 @@ main() {
     require_tools
     WORK=$(mktemp -d)
     trap 'rm -rf "$WORK"' EXIT
+    # shellcheck source=/dev/null
     SUITE=${DEBIAN_SUITE:-$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:?}")}
     mapfile -t SOURCES < <(source_files)
     [ "${#SOURCES[@]}" -gt 0 ] || die "no apt sources found in /etc/apt"

@@ -22,7 +22,8 @@ if [ ! -w "$output_dir" ]; then
     exit 0
 fi
 
-# awk's ENVIRON lists names safely even when a value spans several lines.
+# awk's ENVIRON lists names safely even when a value spans several lines; each becomes ${NAME}.
+# shellcheck disable=SC2016,SC2046
 defined_envs=$(printf '${%s} ' $(awk "END { for (name in ENVIRON) { print ( name ~ /${filter}/ ) ? name : \"\" } }" </dev/null))
 
 find "$template_dir" -follow -type f -name "*$suffix" -print | while read -r template; do

@@ -19,6 +19,7 @@ if [ "$1" = "nginx" ] || [ "$1" = "nginx-debug" ]; then
                     entrypoint_log "$0: ignoring $f, not executable"
                 elif [ "${f%.envsh}" != "$f" ]; then
                     entrypoint_log "$0: sourcing $f"
+                    # shellcheck source=/dev/null
                     . "$f"
                 else
                     entrypoint_log "$0: launching $f"

@@ -1,0 +1,185 @@
+"""The project's Docker Compose stack, built from the offline images under a project name of its
+own, on free loopback ports, for tests/test_docker.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+from typing import Any
+
+import requests
+
+from app.settings import PROJECT_ROOT
+from tests.conftest import AUTH, TOKEN, free_port, wait_until
+
+ENV_FILE = PROJECT_ROOT / ".env.offline"
+# Variables .env.offline sets: one left in the caller's environment would win over the file.
+OFFLINE_VARIABLES = ("PYTHON_IMAGE", "NGINX_IMAGE", "PIP_NO_INDEX")
+
+
+def docker_missing() -> str | None:
+    """Why the Docker tests cannot run here, or None when the engine and Compose are there."""
+    if shutil.which("docker") is None:
+        return "the docker client is not installed"
+    try:
+        info = subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        return "the Docker engine does not answer (docker info timed out)"
+    if info.returncode != 0:
+        return "the Docker engine does not answer (docker info failed)"
+    if compose_command() is None:
+        return "neither docker compose nor docker-compose is installed"
+    return None
+
+
+def compose_command() -> list[str] | None:
+    """``docker compose`` (v2) when the plugin is there, else ``docker-compose`` (v1.29), else None."""
+    plugin = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    if plugin.returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+def build_offline_images() -> None:
+    """Run scripts/offline-images.sh (seconds when its images exist); fail with its output."""
+    result = subprocess.run(
+        [str(PROJECT_ROOT / "scripts" / "offline-images.sh")],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, f"offline-images.sh failed:\n{result.stdout}{result.stderr}"
+
+
+class ComposeStack:
+    """One Compose project: nginx on HTTP_PORT, the stats server on 127.0.0.1:STATS_PORT."""
+
+    def __init__(self, compose: list[str], **settings: str) -> None:
+        self.project = f"fus-test-{secrets.token_hex(4)}"
+        self.http_port = free_port()
+        self.stats_port = free_port()
+        environ = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARIABLES}
+        self.env = {
+            **environ,
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": str(self.http_port),
+            "STATS_PORT": str(self.stats_port),
+            "OPERATOR_TOKEN": TOKEN,
+            # Its own tag: the tests' image (from the Debian base) never replaces the user's.
+            "APP_IMAGE": "flask-uwsgi-stack-app:test",
+            "HEALTHCHECK_INTERVAL": "2s",
+            **settings,
+        }
+        self.command = [*compose, "--env-file", str(ENV_FILE), "--project-name", self.project]
+        self.session = requests.Session()
+        self.session.headers.update(AUTH)
+
+    def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run a compose subcommand in the project; fail with its output if it fails."""
+        result = self.run(*args, timeout=timeout)
+        assert result.returncode == 0, (
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+        )
+        return result
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.command, *args],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self) -> None:
+        """Build the app image and start the stack; return once nginx answers /healthz."""
+        self.compose("build", timeout=900)
+        self.compose("up", "--detach", timeout=300)
+        try:
+            wait_until(self.answers, timeout=120, what="nginx to answer /healthz")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
+
+    def answers(self) -> bool:
+        """True when nginx answers /healthz with 200."""
+        try:
+            return requests.get(self.url("/healthz"), timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.url(path), timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.url(path), timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def enqueue(self, task: str, args: dict[str, Any]) -> str:
+        """Queue a job through nginx; returns its id."""
+        response = self.post("/api/jobs", json={"task": task, "args": args})
+        assert response.status_code == 202, response.text
+        job_id: str = response.json()["id"]
+        return job_id
+
+    def job_status(self, job_id: str) -> str | None:
+        """The job's status, or None while the app does not answer (restarting)."""
+        try:
+            response = self.get(f"/api/jobs/{job_id}", timeout=5)
+        except requests.RequestException:
+            return None
+        if response.status_code != 200:
+            return None
+        status: str = response.json()["status"]
+        return status
+
+    def stats(self, host: str = "127.0.0.1") -> dict[str, Any]:
+        """The uWSGI stats server's JSON document."""
+        with socket.create_connection((host, self.stats_port), timeout=5) as sock:
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        stats: dict[str, Any] = json.loads(b"".join(chunks))
+        return stats
+
+    def worker_pids(self) -> set[int]:
+        """The pids of the running workers; empty while the stats server is down (reloading)."""
+        try:
+            workers = self.stats()["workers"]
+        except (OSError, ValueError):
+            return set()
+        return {worker["pid"] for worker in workers if worker["pid"] > 0}
+
+    def exec_app(self, *command: str) -> subprocess.CompletedProcess[str]:
+        """Run a command in the running app container, as its user."""
+        return self.compose("exec", "-T", "app", *command, timeout=60)
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Containers, networks and volumes that still carry this project's label."""
+        label = f"label=com.docker.compose.project={self.project}"
+        found = {}
+        for kind, listing in (
+            ("containers", ["docker", "ps", "--all", "--quiet", "--filter", label]),
+            ("networks", ["docker", "network", "ls", "--quiet", "--filter", label]),
+            ("volumes", ["docker", "volume", "ls", "--quiet", "--filter", label]),
+        ):
+            output = subprocess.run(listing, capture_output=True, text=True, check=True).stdout
+            found[kind] = output.split()
+        return found
+
+    def logs(self) -> str:
+        result = self.run("logs", "--no-color", "--tail", "100", timeout=60)
+        return result.stdout + result.stderr
+
+    def down(self) -> None:
+        """Remove the project's containers, network and volumes; keep the (cached) image."""
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=120)

@@ -1,0 +1,172 @@
+"""The Docker Compose stack, built without a registry (`make offline-images`), end to end.
+
+One stack serves the whole module and the tests run in file order: the last ones restart,
+stop and remove it. Without a Docker engine they skip, except with CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import IN_CI, wait_until
+from tests.docker_stack import ComposeStack, build_offline_images, compose_command, docker_missing
+
+pytestmark = pytest.mark.docker
+
+PROCESSES = 4
+
+
+@pytest.fixture(scope="module")
+def docker_stack() -> Iterator[ComposeStack]:
+    """The stack under a fresh project name; always removed with its volumes afterwards."""
+    missing = docker_missing()
+    if missing and IN_CI:
+        pytest.fail(f"{missing}, and CI=true requires Docker")
+    if missing:
+        pytest.skip(missing)
+    compose = compose_command()
+    assert compose is not None
+    build_offline_images()
+    stack = ComposeStack(compose, PROCESSES=str(PROCESSES))
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.down()
+
+
+def test_healthz_answers_through_nginx(docker_stack: ComposeStack) -> None:
+    answer = docker_stack.get("/healthz")
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "ok"
+
+
+def test_concurrent_requests_are_answered_by_several_worker_processes(
+    docker_stack: ComposeStack,
+) -> None:
+    pids: set[int] = set()
+    with ThreadPoolExecutor(16) as pool:
+        for _ in range(20):
+            answers = list(pool.map(lambda _: docker_stack.get("/api/info"), range(32)))
+            assert all(answer.status_code == 200 for answer in answers)
+            pids |= {answer.json()["pid"] for answer in answers}
+            if len(pids) >= 2:
+                break
+    assert len(pids) >= 2
+    assert docker_stack.get("/api/info").json()["processes"] == PROCESSES
+
+
+def test_a_sleep_job_runs_on_the_spooler_and_succeeds(docker_stack: ComposeStack) -> None:
+    job_id = docker_stack.enqueue("diag.sleep", {"seconds": 0.2})
+    wait_until(
+        lambda: docker_stack.job_status(job_id) in ("succeeded", "failed"),
+        timeout=30,
+        what=f"job {job_id} to finish",
+    )
+    assert docker_stack.job_status(job_id) == "succeeded"
+
+
+def test_a_reload_replaces_every_worker_without_a_failed_request(
+    docker_stack: ComposeStack,
+) -> None:
+    before = docker_stack.worker_pids()
+    answers: list[int] = []
+    done = threading.Event()
+
+    def keep_asking() -> None:
+        while not done.is_set():
+            answers.append(docker_stack.get("/api/info").status_code)
+
+    def all_replaced() -> bool:
+        after = docker_stack.worker_pids()
+        return len(after) == PROCESSES and not after & before
+
+    with ThreadPoolExecutor(2) as pool:
+        clients = [pool.submit(keep_asking) for _ in range(2)]
+        docker_stack.exec_app("python", "-m", "app.serve", "reload")
+        try:
+            wait_until(all_replaced, timeout=30, what="every worker to be replaced")
+        finally:
+            done.set()
+        for client in clients:
+            client.result()
+    assert answers and set(answers) == {200}
+
+
+def test_the_stats_server_answers_on_loopback_and_no_other_host_address(
+    docker_stack: ComposeStack,
+) -> None:
+    assert len(docker_stack.stats()["workers"]) == PROCESSES
+    addresses = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=True)
+    others = [address for address in addresses.stdout.split() if ":" not in address]
+    assert others, "the host has no IPv4 address besides loopback"
+    for address in others:
+        with socket.socket() as sock:
+            sock.settimeout(3)
+            # Binding first proves the address is this machine's own: nothing leaves it.
+            sock.bind((address, 0))
+            with pytest.raises(OSError):
+                sock.connect((address, docker_stack.stats_port))
+
+
+def test_files_in_the_volumes_belong_to_the_non_root_user(docker_stack: ComposeStack) -> None:
+    assert docker_stack.exec_app("id", "-un").stdout.strip() == "app"
+    assert docker_stack.exec_app("find", "/data", "-type", "f").stdout.strip(), "no file in /data"
+    assert docker_stack.exec_app("find", "/data", "/spool", "!", "-user", "app").stdout == ""
+
+
+def test_fifty_queued_jobs_all_succeed_across_an_app_restart(docker_stack: ComposeStack) -> None:
+    job_ids = [docker_stack.enqueue("diag.sleep", {"seconds": 0.2}) for _ in range(50)]
+    # 5 s of work for two spoolers: the restart begins with most of it still waiting.
+    waiting = [job_id for job_id in job_ids if docker_stack.job_status(job_id) == "queued"]
+    assert len(waiting) >= 10, f"only {len(waiting)} jobs still queued: the test proves nothing"
+    docker_stack.compose("restart", "app", timeout=60)
+    statuses: dict[str, str | None] = {}
+
+    def all_finished() -> bool:
+        for job_id in job_ids:
+            if statuses.get(job_id) not in ("succeeded", "failed", "cancelled"):
+                statuses[job_id] = docker_stack.job_status(job_id)
+        return all(status in ("succeeded", "failed", "cancelled") for status in statuses.values())
+
+    wait_until(all_finished, timeout=120, interval=0.5, what="the 50 jobs to finish")
+    assert set(statuses.values()) == {"succeeded"}, statuses
+
+
+def test_stop_lets_a_request_in_flight_finish_and_takes_under_15_seconds(
+    docker_stack: ComposeStack,
+) -> None:
+    wait_until(docker_stack.answers, timeout=60, what="the stack to answer after the restart")
+
+    def busy_workers() -> set[int]:
+        return {w["pid"] for w in docker_stack.stats()["workers"] if w["status"] == "busy"}
+
+    def request_running() -> bool:
+        # Busy on two polls: a health check's request keeps a worker busy for milliseconds.
+        busy = busy_workers()
+        time.sleep(0.2)
+        return bool(busy & busy_workers())
+
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(docker_stack.get, "/api/diag/sleep?seconds=3")
+        wait_until(request_running, timeout=10, what="the request to reach a worker")
+        started = time.monotonic()
+        docker_stack.compose("stop", timeout=60)
+        elapsed = time.monotonic() - started
+        answer = in_flight.result(timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert elapsed < 15, f"docker compose stop took {elapsed:.1f} s"
+
+
+def test_down_with_volumes_leaves_no_container_network_or_volume(
+    docker_stack: ComposeStack,
+) -> None:
+    docker_stack.down()
+    assert docker_stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
