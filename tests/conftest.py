@@ -67,13 +67,40 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-class Stack:
+class HttpStack:
+    """A running stack seen from outside: nginx on ``http_port``, stats on ``stats_port``."""
+
+    def __init__(self) -> None:
+        self.http_port = free_port()
+        self.stats_port = free_port()
+        self.session = requests.Session()
+        self.session.headers.update(AUTH)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.url(path), timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.url(path), timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def stats(self, host: str = "127.0.0.1") -> dict[str, Any]:
+        """The uWSGI stats server's JSON document."""
+        with socket.create_connection((host, self.stats_port), timeout=5) as sock:
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        stats: dict[str, Any] = json.loads(b"".join(chunks))
+        return stats
+
+
+class Stack(HttpStack):
     """uWSGI and nginx started by ``python -m app.serve``, as ``make run`` does."""
 
     def __init__(self, root: Path, env: dict[str, str]) -> None:
+        super().__init__()
         self.root = root
-        self.http_port = free_port()
-        self.stats_port = free_port()
         self.env = {
             **os.environ,
             "HTTP_PORT": str(self.http_port),
@@ -89,8 +116,6 @@ class Stack:
         }
         self.log_path = root / "stack.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self.session = requests.Session()
-        self.session.headers.update(AUTH)
 
     def start(self) -> Stack:
         self.log = self.log_path.open("ab")
@@ -113,15 +138,6 @@ class Stack:
         except requests.RequestException:
             return False
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.http_port}{path}"
-
-    def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.get(self.url(path), timeout=kwargs.pop("timeout", 30), **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.post(self.url(path), timeout=kwargs.pop("timeout", 30), **kwargs)
-
     def enqueue(self, task: str, args: Any = None, **fields: Any) -> dict[str, Any]:
         response = self.post("/api/jobs", json={"task": task, "args": args or {}, **fields})
         assert response.status_code == 202, response.text
@@ -143,14 +159,6 @@ class Stack:
 
         wait_until(reached, timeout=timeout, what=f"job {job_id} to reach {statuses} (last: {found})")
         return found
-
-    def stats(self) -> dict[str, Any]:
-        with socket.create_connection(("127.0.0.1", self.stats_port), timeout=5) as sock:
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        stats: dict[str, Any] = json.loads(b"".join(chunks))
-        return stats
 
     def master_pid(self) -> int:
         return int((self.root / "run" / "uwsgi.pid").read_text())

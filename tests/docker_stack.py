@@ -3,18 +3,16 @@ own, on free loopback ports, for tests/test_docker.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 from typing import Any
 
 import requests
 
 from app.settings import PROJECT_ROOT
-from tests.conftest import AUTH, TOKEN, free_port, wait_until
+from tests.conftest import TOKEN, HttpStack, wait_until
 
 ENV_FILE = PROJECT_ROOT / ".env.offline"
 # Variables .env.offline sets: one left in the caller's environment would win over the file.
@@ -57,13 +55,12 @@ def build_offline_images() -> None:
     assert result.returncode == 0, f"offline-images.sh failed:\n{result.stdout}{result.stderr}"
 
 
-class ComposeStack:
+class ComposeStack(HttpStack):
     """One Compose project: nginx on HTTP_PORT, the stats server on 127.0.0.1:STATS_PORT."""
 
     def __init__(self, compose: list[str], **settings: str) -> None:
+        super().__init__()
         self.project = f"fus-test-{secrets.token_hex(4)}"
-        self.http_port = free_port()
-        self.stats_port = free_port()
         environ = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARIABLES}
         self.env = {
             **environ,
@@ -77,8 +74,6 @@ class ComposeStack:
             **settings,
         }
         self.command = [*compose, "--env-file", str(ENV_FILE), "--project-name", self.project]
-        self.session = requests.Session()
-        self.session.headers.update(AUTH)
 
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run a compose subcommand in the project; fail with its output if it fails."""
@@ -115,15 +110,6 @@ class ComposeStack:
         except requests.RequestException:
             return False
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.http_port}{path}"
-
-    def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.get(self.url(path), timeout=kwargs.pop("timeout", 30), **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.post(self.url(path), timeout=kwargs.pop("timeout", 30), **kwargs)
-
     def enqueue(self, task: str, args: dict[str, Any]) -> str:
         """Queue a job through nginx; returns its id."""
         response = self.post("/api/jobs", json={"task": task, "args": args})
@@ -141,15 +127,6 @@ class ComposeStack:
             return None
         status: str = response.json()["status"]
         return status
-
-    def stats(self, host: str = "127.0.0.1") -> dict[str, Any]:
-        """The uWSGI stats server's JSON document."""
-        with socket.create_connection((host, self.stats_port), timeout=5) as sock:
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        stats: dict[str, Any] = json.loads(b"".join(chunks))
-        return stats
 
     def worker_pids(self) -> set[int]:
         """The pids of the running workers; empty while the stats server is down (reloading)."""

@@ -28,6 +28,8 @@ def test_a_spooler_job_runs_and_reports_progress(stack: Stack) -> None:
     assert (done["status"], done["attempts"], done["progress"]) == ("succeeded", 1, 1.0)
     spooler_pids = {spooler["pid"] for spooler in stack.stats()["spoolers"]}
     assert done["pid"] in spooler_pids
+    in_context = stack.wait_for_job(stack.enqueue("diag.pid")["id"], FINISHED)["result"]
+    assert in_context["app"] == "app" and in_context["pid"] in spooler_pids
 
 
 def test_arguments_over_64_kb_reach_the_spooler(stack: Stack) -> None:
@@ -154,8 +156,9 @@ def test_a_stuck_mule_job_is_killed_at_its_timeout_and_recorded(stack: Stack) ->
     job = stack.enqueue("fixture.stuck", {"seconds": 60})
     done = stack.wait_for_job(job["id"], FINISHED, timeout=45)
     assert done["status"] == "failed" and done["error"]["type"] in ("TimeoutError", "WorkerLost")
-    after = stack.enqueue("diag.pid", backend="mule")
-    assert stack.wait_for_job(after["id"], FINISHED, timeout=30)["status"] == "succeeded"
+    after = stack.wait_for_job(stack.enqueue("diag.pid", backend="mule")["id"], FINISHED, timeout=30)
+    assert after["status"] == "succeeded" and after["result"]["app"] == "app"
+    assert after["result"]["pid"] != done["pid"]  # the killed mule was replaced
 
 
 def test_thumbnail_job_output_is_served_by_nginx(stack: Stack) -> None:
