@@ -152,3 +152,21 @@ def test_a_reload_through_the_master_fifo_replaces_workers_without_dropping_requ
 
     wait_until(replaced, timeout=15, what="every worker to be replaced")
     assert stack.get("/api/info").status_code == 200
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_to_make_run_stops_both_servers_within_ten_seconds(
+    make_stack: Callable[..., Stack], signum: int
+) -> None:
+    stack = make_stack(PROCESSES="2")
+    assert stack.process is not None
+    children = subprocess.run(
+        ["pgrep", "-s", str(stack.master_pid())], capture_output=True, text=True, check=False
+    ).stdout.split()
+    nginx_pid = int((stack.root / "run" / "nginx" / "nginx.pid").read_text())
+    started = time.monotonic()
+    stack.process.send_signal(signum)
+    assert stack.process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 10
+    survivors = [pid for pid in [*children, str(nginx_pid)] if os.path.exists(f"/proc/{pid}")]
+    assert children and survivors == []
