@@ -15,10 +15,6 @@ def uwsgi_module() -> ModuleType | None:
     return uwsgi
 
 
-def under_uwsgi() -> bool:
-    return uwsgi_module() is not None
-
-
 def process_role() -> str:
     """``worker``, ``spooler``, ``mule``, ``master`` or ``local`` (not under uWSGI)."""
     uwsgi = uwsgi_module()

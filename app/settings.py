@@ -20,6 +20,11 @@ class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
 
 
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask: what a container's cpuset allows)."""
+    return len(os.sched_getaffinity(0))
+
+
 def _somaxconn() -> int:
     """The kernel's cap on a listen backlog (``net.core.somaxconn``), 128 if unreadable."""
     try:
@@ -140,8 +145,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "PROCESSES",
-        lambda: str(max(2, 2 * (os.cpu_count() or 1))),
-        "uWSGI worker processes (default: twice the CPU cores, at least 2)",
+        lambda: str(max(2, 2 * usable_cpus())),
+        "uWSGI worker processes (default: twice the CPU cores this process may use, at least 2)",
         _integer(1, 256),
     ),
     Setting("THREADS", _const(1), "Request threads per worker process", _integer(1, 64)),

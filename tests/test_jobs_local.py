@@ -78,19 +78,18 @@ def test_arguments_must_be_json_and_large_ones_work(app: Flask) -> None:
     jobs: Jobs = app.extensions["jobs"]
     with pytest.raises(InvalidJob, match="JSON"):
         jobs.enqueue("diag.noop", {"when": object()})
-    big = "x" * 200_000
-    job = jobs.enqueue("diag.pid", [], request_id="req-1")
-    assert jobs.get(job.id).request_id == "req-1"
-    stored = jobs.store.create(
-        task="diag.noop",
-        args_json=f'{{"blob": "{big}"}}',
-        backend="spooler",
-        max_attempts=1,
-        timeout=None,
-        run_at=None,
-        request_id=None,
-    )
-    assert stored is not None and len(jobs.get(stored.id).args["blob"]) == 200_000
+    job = jobs.enqueue("diag.cpu", {"n": 10, "padding": "x" * 200_000})
+    record = jobs.get(job.id)
+    assert len(record.args["padding"]) == 200_000
+    assert record.error is not None and "padding" in record.error["message"]  # diag.cpu takes only n
+
+
+def test_the_request_id_is_kept_only_when_well_formed(app: Flask) -> None:
+    jobs: Jobs = app.extensions["jobs"]
+    with app.test_request_context(headers={"X-Request-ID": "req-1"}):
+        assert jobs.get(jobs.enqueue("diag.noop").id).request_id == "req-1"
+    with app.test_request_context(headers={"X-Request-ID": "x" * 5000}):
+        assert jobs.get(jobs.enqueue("diag.noop").id).request_id is None
 
 
 def test_a_job_not_started_can_be_cancelled_and_a_finished_one_cannot(app: Flask) -> None:
@@ -147,6 +146,17 @@ def test_the_cli_lists_shows_retries_cancels_and_purges(app: Flask) -> None:
     assert failed.id in runner.invoke(args=["jobs", "list", "--status", "failed"]).output
     assert '"status": "failed"' in runner.invoke(args=["jobs", "show", failed.id]).output
     assert runner.invoke(args=["jobs", "retry", failed.id]).exit_code == 0
-    assert runner.invoke(args=["jobs", "cancel", failed.id]).exit_code == 1
-    assert "purged 1 job records" in runner.invoke(args=["jobs", "purge", "--older-than-days", "0"]).output
+    assert runner.invoke(args=["jobs", "cancel", failed.id]).exit_code == 1  # it has run
+    later = jobs.store.create(
+        task="diag.noop",
+        args_json="{}",
+        backend="spooler",
+        max_attempts=1,
+        timeout=None,
+        run_at=time.time() + 60,
+        request_id=None,
+    )
+    assert later is not None
+    assert "cancelled" in runner.invoke(args=["jobs", "cancel", later.id]).output
+    assert "purged 2 job records" in runner.invoke(args=["jobs", "purge", "--older-than-days", "0"]).output
     assert runner.invoke(args=["jobs", "show", "nope"]).exit_code == 1

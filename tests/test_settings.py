@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import PROJECT_ROOT, Settings, SettingsError
+from app.settings import PROJECT_ROOT, Settings, SettingsError, usable_cpus
 
 
 def test_defaults_fit_the_machine(tmp_path: Path) -> None:
     settings = Settings.from_env({"DATA_DIR": str(tmp_path / "d")})
-    assert settings.processes == max(2, 2 * (os.cpu_count() or 1))
+    assert settings.processes == max(2, 2 * usable_cpus())
     assert settings.http_port == 8080 and settings.stats_port == 9191
     assert settings.listen_backlog <= int(Path("/proc/sys/net/core/somaxconn").read_text())
     assert (tmp_path / "d").is_dir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -56,6 +57,27 @@ def test_operator_endpoints_refuse_a_client_from_the_network(client: FlaskClient
     assert client.get("/api/jobs", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
 
 
+def test_a_loopback_client_naming_a_foreign_host_is_refused(client: FlaskClient) -> None:
+    """A page in the operator's browser reaching the API through DNS rebinding."""
+    response = client.get(
+        "/api/jobs", environ_base={"REMOTE_ADDR": "127.0.0.1"}, headers={"Host": "evil.example:8080"}
+    )
+    assert response.status_code == 403
+    for host in ("localhost:8080", "127.0.0.1", "[::1]:8080"):
+        allowed = client.get("/api/jobs", environ_base={"REMOTE_ADDR": "127.0.0.1"}, headers={"Host": host})
+        assert allowed.status_code == 200, host
+
+
+def test_a_database_error_is_a_503_with_a_json_body(app: Flask, client: FlaskClient) -> None:
+    def broken() -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    app.extensions["jobs"].store.db.connection = broken
+    response = client.get("/api/jobs")
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "database_unavailable"
+
+
 def test_with_a_token_only_its_bearer_is_an_operator(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     guarded = create_app(
@@ -69,6 +91,8 @@ def test_with_a_token_only_its_bearer_is_an_operator(app: Flask) -> None:
         ),
         {"TESTING": True, "JOBS_LOCAL_MODE": "inline"},
     ).test_client()
-    assert guarded.get("/api/tasks").status_code == 401
+    refused = guarded.get("/api/tasks")
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
+    assert guarded.get("/api/tasks", headers={"Authorization": "Bearer \u00e9t\u00e9"}).status_code == 401
     assert guarded.get("/api/tasks", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert guarded.get("/api/tasks", headers={"Authorization": "Bearer s3cret"}).status_code == 200

@@ -14,6 +14,8 @@ from PIL import Image
 from app.jobs import current_job, job
 
 THUMBNAIL_SIZE = (256, 256)
+# Refuse decompression bombs: a few kilobytes of PNG that decode to gigabytes.
+Image.MAX_IMAGE_PIXELS = 40_000_000
 
 
 def media_dir() -> Path:
@@ -32,7 +34,12 @@ def thumbnail(upload: str) -> dict[str, object]:
     target = media_dir() / "thumbs" / f"{source.stem}.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     running = current_job()
-    with Image.open(source) as image:
+    try:
+        image = Image.open(source)
+    except (OSError, Image.DecompressionBombError):
+        source.unlink(missing_ok=True)  # not an image we will ever read: no point retrying
+        raise
+    with image:
         if running:
             running.progress(0.3, "decoded")
         image.thumbnail(THUMBNAIL_SIZE)

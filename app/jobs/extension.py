@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_DELAY = 30 * 86400
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_ATTEMPTS = 100
 
 
@@ -55,7 +57,7 @@ class Jobs:
         if self.uwsgi is not None:
             self.spooler = SpoolerBackend(self.uwsgi, settings.spool_dir, self.store)
             self.backends["spooler"] = self.spooler
-            self.backends["thread"] = ThreadBackend(self.runner)
+            self.backends["thread"] = ThreadBackend(self.runner, later=self.spooler)
             if settings.mules > 0:
                 self.backends["mule"] = MuleBackend(self.uwsgi, self.spooler)
         else:
@@ -111,6 +113,7 @@ class Jobs:
         task = self.registry.get(task_name)
         backend = backend or task.backend
         self._validate(args, backend, delay, max_attempts)
+        handler = self.backends[backend]
         try:
             args_json = json.dumps(args if args is not None else {}, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -125,6 +128,7 @@ class Jobs:
             run_at=run_at,
             request_id=request_id or _request_id(),
             unique_key=unique_key,
+            dispatch=handler.tag(),
         )
         if job is None:
             assert unique_key is not None
@@ -156,14 +160,15 @@ class Jobs:
             raise InvalidJob("invalid job", details)
 
     def _submit(self, job: Job, task: Task, run_at: float | None) -> None:
-        backend = self.backends[job.backend]
+        """Hand the recorded job to its backend; if that fails, the record says so (failed)."""
         try:
-            backend.submit(job, run_at)
-        except QueueFull as exc:
-            if task.on_full == "spooler" and "spooler" in self.backends:
-                self.store.set_dispatch(job.id, None, backend="spooler")
+            try:
+                self.backends[job.backend].submit(job, run_at)
+            except QueueFull:
+                if task.on_full != "spooler" or "spooler" not in self.backends:
+                    raise
                 self.backends["spooler"].submit(job, run_at)
-                return
+        except QueueFull as exc:
             self.store.fail_unstarted(job.id, describe_error(exc))
             raise
         except Exception as exc:
@@ -180,7 +185,10 @@ class Jobs:
         """Run a failed (or cancelled) job again, with its task's number of attempts."""
         job = self.get(job_id)
         task = self.registry.get(job.task)
-        requeued = self.store.requeue(job_id, task.max_attempts)
+        handler = self.backends.get(job.backend)
+        if handler is None:
+            raise JobConflict(f"job {job_id} ran on the {job.backend}, which is not available here")
+        requeued = self.store.requeue(job_id, task.max_attempts, dispatch=handler.tag())
         if requeued is None:
             raise JobConflict(f"job {job_id} is {job.status}: only failed or cancelled jobs can be retried")
         self._submit(requeued, task, None)
@@ -192,7 +200,7 @@ class Jobs:
         cancelled = self.store.cancel(job_id)
         if cancelled is None or cancelled.status != "cancelled":
             raise JobConflict(f"job {job_id} is {job.status}: only jobs not yet started can be cancelled")
-        if job.backend == "spooler" and job.dispatch:
+        if job.dispatch and os.path.isabs(job.dispatch):  # its spool file
             _remove(job.dispatch)
         return cancelled
 
@@ -202,7 +210,9 @@ def _request_id() -> str | None:
     from flask import has_request_context, request
 
     if has_request_context():
-        return request.headers.get("X-Request-ID")
+        supplied = request.headers.get("X-Request-ID", "")
+        # As nginx passes it on: short and plain, or not at all (no log or JSON injection).
+        return supplied if REQUEST_ID.fullmatch(supplied) else None
     return None
 
 

@@ -1,19 +1,21 @@
-"""The job layer's own periodic jobs: purging old records and failing jobs whose process died."""
+"""The job layer's own periodic jobs: purging old records, and failing jobs that cannot finish."""
 
 from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from flask import current_app
 
+from app import runtime
+from app.jobs.backends.mule import generation
 from app.jobs.periodic import periodic
-from app.jobs.store import Job
-
-LOST_GRACE = 5.0
+from app.jobs.store import RUNNING, Job, lost_attempt_error, process_alive
 
 
-@periodic("jobs.purge", every=3600, max_attempts=1)
+# Every 10 minutes rather than hourly: a reload restarts uWSGI's timers.
+@periodic("jobs.purge", every=600, max_attempts=1)
 def purge() -> dict[str, int]:
     """Delete finished job records older than JOBS_RETENTION_DAYS."""
     jobs = current_app.extensions["jobs"]
@@ -23,43 +25,44 @@ def purge() -> dict[str, int]:
 
 @periodic("jobs.reap", every=15, max_attempts=1)
 def reap() -> dict[str, int]:
-    """Fail running mule and thread jobs whose process died or whose timeout has long passed."""
-    jobs = current_app.extensions["jobs"]
+    """Fail mule and thread jobs whose process died, or whose mule message a reload dropped."""
+    store = current_app.extensions["jobs"].store
+    uwsgi = runtime.uwsgi_module()
+    current = generation(uwsgi) if uwsgi is not None else None
     reaped = 0
-    for job in jobs.store.running_jobs():
-        error = lost_error(job, time.time())
-        if error is not None and jobs.store.mark_lost(job, error):
-            reaped += 1
+    for job in store.reap_candidates():
+        error = lost_error(job, current)
+        if error is None:
+            continue
+        if job.status == RUNNING:
+            reaped += store.mark_lost(job, error)
+        else:
+            reaped += store.fail_unstarted(job.id, error)
     return {"reaped": reaped}
 
 
-def lost_error(job: Job, now: float) -> dict[str, str | None] | None:
-    """Why a running job can no longer finish, or None if it still may.
+def lost_error(job: Job, mule_generation: str | None) -> dict[str, Any] | None:
+    """Why a running or queued job can no longer finish, or None if it still may.
 
-    Spooler jobs are left alone while their file exists: the spooler runs it again.
+    A job whose spool file exists is left alone: the spooler runs it (again).
     """
-    if job.backend == "spooler" and job.dispatch and os.path.exists(job.dispatch):
+    dispatch = job.dispatch or ""
+    if os.path.isabs(dispatch) and os.path.exists(dispatch):
         return None
-    if job.deadline is not None and now > job.deadline + LOST_GRACE:
-        return {
-            "type": "TimeoutError",
-            "message": f"attempt {job.attempts} ran past its {job.timeout:g} s timeout",
-            "traceback": None,
-        }
-    if job.pid is not None and not _alive(job.pid):
+    if job.status == RUNNING:
+        if job.pid is None or process_alive(job.pid):
+            return None
+        return lost_attempt_error(job, time.time())
+    if dispatch.startswith("pid:") and not process_alive(int(dispatch[4:])):
         return {
             "type": "WorkerLost",
-            "message": f"attempt {job.attempts}: process {job.pid} died before the job finished",
+            "message": f"process {dispatch[4:]} died before starting the job (thread backend)",
+            "traceback": None,
+        }
+    if dispatch.startswith("mule:") and mule_generation and dispatch != mule_generation:
+        return {
+            "type": "WorkerLost",
+            "message": "uWSGI reloaded or restarted before a mule read the job's message",
             "traceback": None,
         }
     return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

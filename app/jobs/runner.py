@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.jobs.context import RunningJob, _current
 from app.jobs.registry import TaskRegistry, UnknownTask
+from app.jobs.store import FAILED, RETRYING, RUNNING, SUCCEEDED
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of an attempt: ``retry_at`` is set when another attempt is due."""
+    """What became of a run: a job status, or a claim verdict (skip, busy) when none started.
+    ``retry_at`` is set when another attempt is due."""
 
     job: Job | None
     status: str
@@ -68,17 +70,17 @@ class Runner:
         a record found ``running`` then starts a new attempt. ``timeout_guard(seconds)`` arms a
         hard kill of this process after the task's timeout (uWSGI's user harakiri), 0 disarms.
         """
-        job, lost = self.store.claim(job_id, allow_rerun=allow_rerun)
-        if job is None:
-            return Outcome(None, "skipped")
-        if lost is not None:
-            log.warning("job %s %s failed: %s", job.id, job.task, lost["message"])
-            return Outcome(job, "failed")
+        claim = self.store.claim(job_id, allow_rerun=allow_rerun)
+        job = claim.job
+        if claim.verdict != RUNNING or job is None:
+            if claim.error is not None and job is not None:
+                log.warning("job %s %s failed: %s", job.id, job.task, claim.error["message"])
+            return Outcome(job, claim.verdict)
         try:
             task = self.registry.get(job.task)
         except UnknownTask as exc:
             self.store.fail_attempt(job, describe_error(exc), retry_at=None)
-            return Outcome(job, "failed")
+            return Outcome(job, FAILED)
 
         running = RunningJob(job.id, job.attempts, job.max_attempts, self._report_progress)
         token = _current.set(running)
@@ -89,25 +91,35 @@ class Runner:
                 args = job.args
                 result = task.func(*args) if isinstance(args, list) else task.func(**args)
             result_json = json.dumps(result, default=str)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # SystemExit too: a thread job would stay running
             return self._failed_attempt(job, task.backoff, task.max_backoff, exc)
         finally:
             if timeout_guard is not None and job.timeout:
                 timeout_guard(0)
             _current.reset(token)
         self.store.succeed(job, result_json)
-        return Outcome(job, "succeeded")
+        return Outcome(job, SUCCEEDED)
 
-    def _failed_attempt(self, job: Job, backoff: float, cap: float, exc: Exception) -> Outcome:
+    def _failed_attempt(self, job: Job, backoff: float, cap: float, exc: BaseException) -> Outcome:
         error = describe_error(exc)
         if job.attempts < job.max_attempts:
             retry_at = time.time() + backoff_delay(job.attempts, backoff, cap)
             self.store.fail_attempt(job, error, retry_at=retry_at)
             log.info("job %s %s attempt %d failed (%s), retry due", job.id, job.task, job.attempts, exc)
-            return Outcome(job, "retrying", retry_at)
+            return Outcome(job, RETRYING, retry_at)
         self.store.fail_attempt(job, error, retry_at=None)
         log.warning("job %s %s failed after %d attempts: %s", job.id, job.task, job.attempts, exc)
-        return Outcome(job, "failed")
+        return Outcome(job, FAILED)
+
+    def abandon(self, job_id: str, exc: Exception) -> None:
+        """Fail a running job after an internal error (the database, say), so that it does not
+        stay ``running``; best effort, since that error may strike again."""
+        try:
+            job = self.store.get(job_id)
+            if job is not None and job.status == RUNNING:
+                self.store.mark_lost(job, describe_error(exc))
+        except Exception:
+            log.exception("job %s: could not record its internal error", job_id)
 
     def _report_progress(self, job_id: str, fraction: float, message: str | None) -> None:
         self.store.report_progress(job_id, fraction, message)

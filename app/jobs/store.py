@@ -21,6 +21,11 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 CANCELLED = "cancelled"
 
+# What claim() found: run the attempt (RUNNING), nothing to do (SKIP), another live process
+# has it (BUSY), or the job has just failed because its last attempt was lost (FAILED).
+SKIP = "skip"
+BUSY = "busy"
+
 STATUSES = (QUEUED, SCHEDULED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED)
 WAITING = (QUEUED, SCHEDULED, RETRYING)
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
@@ -67,10 +72,6 @@ class Job:
         data["error"] = json.loads(data["error"]) if data["error"] is not None else None
         return cls(**data)
 
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
     def to_dict(self) -> dict[str, Any]:
         """The record as the API shows it (times in ISO 8601, UTC)."""
         return {
@@ -95,6 +96,13 @@ class Job:
         }
 
 
+@dataclass(frozen=True)
+class Claim:
+    job: Job | None
+    verdict: str
+    error: dict[str, Any] | None = None
+
+
 class JobStore:
     """Reads and moves job records; every method is safe from any process or thread."""
 
@@ -112,6 +120,7 @@ class JobStore:
         run_at: float | None,
         request_id: str | None,
         unique_key: str | None = None,
+        dispatch: str | None = None,
     ) -> Job | None:
         """Insert a new record; returns None when ``unique_key`` is already taken."""
         now = time.time()
@@ -120,8 +129,8 @@ class JobStore:
         with self.db.write() as tx:
             cursor = tx.execute(
                 "INSERT INTO jobs (id, task, args, backend, status, max_attempts, timeout,"
-                " request_id, unique_key, run_at, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " request_id, unique_key, dispatch, run_at, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (unique_key) DO NOTHING",
                 (
                     job_id,
@@ -133,6 +142,7 @@ class JobStore:
                     timeout,
                     request_id,
                     unique_key,
+                    dispatch,
                     run_at,
                     now,
                     now,
@@ -177,13 +187,6 @@ class JobStore:
         )
         return [Job.from_row(row) for row in rows]
 
-    def counts(self) -> dict[str, int]:
-        """How many jobs are in each status."""
-        rows = self.db.read("SELECT status, count(*) AS n FROM jobs GROUP BY status")
-        counts = dict.fromkeys(STATUSES, 0)
-        counts.update({row["status"]: row["n"] for row in rows})
-        return counts
-
     def set_dispatch(self, job_id: str, dispatch: str | None, backend: str | None = None) -> None:
         """Remember where the job was handed (a spool file's path), and on which backend."""
         with self.db.write() as tx:
@@ -192,51 +195,44 @@ class JobStore:
                 (dispatch, backend, time.time(), job_id),
             )
 
-    def claim(self, job_id: str, *, allow_rerun: bool) -> tuple[Job | None, dict[str, Any] | None]:
-        """Start the job's next attempt and return (the running record, None).
+    def claim(self, job_id: str, *, allow_rerun: bool) -> Claim:
+        """Start the job's next attempt, or say why not (see ``Claim``).
 
-        A record found ``running`` means the last attempt's process died (killed, timed out or
-        crashed). With ``allow_rerun`` (the spooler, whose file survived) that attempt is
-        recorded as lost and a new one starts if attempts remain. Returns (None, None) when
-        there is nothing to run (finished, cancelled, unknown), and (job, error) when the job
-        has just failed because its last attempt was lost and none remain.
+        A record found ``running`` whose process is gone means the last attempt died (killed,
+        timed out or crashed). With ``allow_rerun`` (the spooler, whose file survived) that
+        attempt is recorded as lost and a new one starts if attempts remain, else the job fails.
+        A record still ``running`` in a live process is left to it (``busy``).
         """
         now = time.time()
         with self.db.write() as tx:
             row = tx.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
-                return None, None
+                return Claim(None, SKIP)
             job = Job.from_row(row)
-            lost_error = None
+            lost = None
             if job.status == RUNNING:
                 if not allow_rerun:
-                    return None, None
-                lost_error = _lost_error(job, now)
+                    return Claim(job, SKIP)
+                if job.pid is not None and job.pid != os.getpid() and process_alive(job.pid):
+                    return Claim(job, BUSY)
+                lost = lost_attempt_error(job, now)
                 if job.attempts >= job.max_attempts:
                     tx.execute(
                         "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ?",
-                        (FAILED, json.dumps(lost_error), now, now, job_id),
+                        (FAILED, json.dumps(lost), now, now, job_id),
                     )
-                    return job, lost_error
+                    return Claim(job, FAILED, lost)
             elif job.status not in WAITING:
-                return None, None
+                return Claim(job, SKIP)
             deadline = now + job.timeout if job.timeout else None
             tx.execute(
                 "UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?, pid = ?,"
                 " deadline = ?, error = coalesce(?, error), progress = NULL,"
                 " progress_message = NULL, updated_at = ? WHERE id = ?",
-                (
-                    RUNNING,
-                    now,
-                    os.getpid(),
-                    deadline,
-                    json.dumps(lost_error) if lost_error else None,
-                    now,
-                    job_id,
-                ),
+                (RUNNING, now, os.getpid(), deadline, json.dumps(lost) if lost else None, now, job_id),
             )
             claimed = tx.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job.from_row(claimed), None
+        return Claim(Job.from_row(claimed), RUNNING)
 
     def succeed(self, job: Job, result_json: str) -> bool:
         """Record the attempt's result; False if the record moved on meanwhile (reaped)."""
@@ -298,22 +294,28 @@ class JobStore:
             )
         return self.get(job_id)
 
-    def requeue(self, job_id: str, extra_attempts: int) -> Job | None:
+    def requeue(self, job_id: str, extra_attempts: int, dispatch: str | None) -> Job | None:
         """Put a failed or cancelled job back in the queue with ``extra_attempts`` more tries."""
         now = time.time()
         with self.db.write() as tx:
             cursor = tx.execute(
                 "UPDATE jobs SET status = ?, max_attempts = attempts + ?, run_at = NULL,"
-                " finished_at = NULL, dispatch = NULL, updated_at = ?"
+                " finished_at = NULL, dispatch = ?, updated_at = ?"
                 " WHERE id = ? AND status IN (?, ?)",
-                (QUEUED, extra_attempts, now, job_id, FAILED, CANCELLED),
+                (QUEUED, extra_attempts, dispatch, now, job_id, FAILED, CANCELLED),
             )
             if cursor.rowcount == 0:
                 return None
         return self.get(job_id)
 
-    def running_jobs(self) -> builtins.list[Job]:
-        return [Job.from_row(r) for r in self.db.read("SELECT * FROM jobs WHERE status = ?", (RUNNING,))]
+    def reap_candidates(self) -> builtins.list[Job]:
+        """Jobs the reaper looks at: every running one, and mule and thread jobs not yet started
+        (spooler jobs waiting in their files are the bulk of a backlog, and safe)."""
+        rows = self.db.read(
+            "SELECT * FROM jobs WHERE status = ? OR (status = ? AND backend IN ('mule', 'thread'))",
+            (RUNNING, QUEUED),
+        )
+        return [Job.from_row(row) for row in rows]
 
     def mark_lost(self, job: Job, error: dict[str, Any]) -> bool:
         """Fail a ``running`` job whose process is gone; False if it moved on meanwhile."""
@@ -351,7 +353,19 @@ class JobStore:
         return int(rows[0]["value"]) if rows else 0
 
 
-def _lost_error(job: Job, now: float) -> dict[str, Any]:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lost_attempt_error(job: Job, now: float) -> dict[str, Any]:
+    """The error recorded for an attempt whose process died: its timeout, or a crash."""
     if job.deadline is not None and now >= job.deadline:
         return {
             "type": "TimeoutError",

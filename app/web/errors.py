@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from flask import Flask, jsonify
@@ -15,12 +16,20 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error answer: HTTP status, a machine-readable code, a message and field details."""
 
-    def __init__(self, status: int, code: str, message: str, details: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers or {}
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -33,7 +42,13 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> ResponseReturnValue:
-        return jsonify(error_body(exc.code, exc.message, exc.details)), exc.status
+        return jsonify(error_body(exc.code, exc.message, exc.details)), exc.status, exc.headers
+
+    @app.errorhandler(sqlite3.OperationalError)
+    def database_busy(exc: sqlite3.OperationalError) -> ResponseReturnValue:
+        log.error("database error: %s", exc)
+        body = error_body("database_unavailable", "the database is busy or unavailable; try again")
+        return jsonify(body), 503, {"Retry-After": "1"}
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> ResponseReturnValue:

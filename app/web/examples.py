@@ -35,10 +35,12 @@ def create_thumbnail() -> ResponseReturnValue:
     name = uuid.uuid4().hex
     uploads = Path(current_app.config["SETTINGS"].data_dir) / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
-    (uploads / f"{name}{suffix}").write_bytes(data)
+    upload = uploads / f"{name}{suffix}"
+    upload.write_bytes(data)
     try:
-        job = current_app.extensions["jobs"].enqueue("examples.thumbnail", {"upload": f"{name}{suffix}"})
+        job = current_app.extensions["jobs"].enqueue("examples.thumbnail", {"upload": upload.name})
     except JobError as exc:
+        upload.unlink(missing_ok=True)
         raise ApiError(503, "not_queued", str(exc)) from None
     return jsonify(
         job=job.to_dict(),

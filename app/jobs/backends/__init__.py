@@ -20,5 +20,9 @@ class QueueFull(JobError):
 class Backend(Protocol):
     name: str
 
+    def tag(self) -> str | None:
+        """What the record keeps as its ``dispatch`` before the handover, so that the reaper
+        can tell a handover that was lost (its process died, or the mules' queue with a reload)."""
+
     def submit(self, job: Job, at: float | None = None) -> None:
         """Hand ``job`` over to run no earlier than ``at``; raises ``JobError`` if it can't."""

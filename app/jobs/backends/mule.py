@@ -26,6 +26,9 @@ class MuleBackend:
         self.uwsgi = uwsgi
         self.retries = retries
 
+    def tag(self) -> str:
+        return generation(self.uwsgi)
+
     def submit(self, job: Job, at: float | None = None) -> None:
         """Send the job id to the mules' shared queue; raises ``QueueFull`` when it is full."""
         if at is not None and at > time.time():
@@ -47,5 +50,12 @@ class MuleBackend:
             outcome = runner.run(job_id, allow_rerun=False, timeout_guard=self.uwsgi.set_user_harakiri)
             if outcome.retry_at is not None and outcome.job is not None:
                 self.retries.submit(outcome.job, outcome.retry_at)
-        except Exception:
+        except Exception as exc:
             log.exception("job %s: internal error in the mule", job_id)
+            runner.abandon(job_id, exc)
+
+
+def generation(uwsgi: ModuleType) -> str:
+    """This run of the uWSGI master: its pid and start time, both renewed by a reload, which
+    drops the mules' in-memory queue."""
+    return f"mule:{uwsgi.masterpid()}:{uwsgi.started_on}"

@@ -17,7 +17,7 @@ from typing import Any
 
 from app.jobs.registry import JobError
 from app.jobs.runner import Runner
-from app.jobs.store import Job, JobStore
+from app.jobs.store import BUSY, Job, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ class SpoolerBackend:
         self.spool_dir = spool_dir
         self.store = store
 
+    def tag(self) -> str | None:
+        return None  # the spool file's path, known once it is written
+
     def submit(self, job: Job, at: float | None = None) -> None:
         """Write the job's spool file; raises ``JobError`` if uWSGI refuses it."""
         message = {b"job": job.id.encode()}
@@ -43,11 +46,8 @@ class SpoolerBackend:
             path = self.uwsgi.spool(message)
         except Exception as exc:
             raise JobError(f"the spooler refused job {job.id}: {exc}") from exc
-        self.store.set_dispatch(job.id, os.fsdecode(path))
-
-    def backlog(self) -> int:
-        """Spool files waiting or running (delayed and retrying ones included)."""
-        return sum(1 for entry in os.scandir(self.spool_dir) if entry.name.startswith("uwsgi_spool"))
+        # The backend too: a mule job's delay or retry runs here, with the spooler's guarantee.
+        self.store.set_dispatch(job.id, os.fsdecode(path), backend=self.name)
 
     def handle(self, runner: Runner, message: dict[Any, Any]) -> int:
         """The spooler function: never raises, since uWSGI would retry a raising task forever."""
@@ -61,14 +61,20 @@ class SpoolerBackend:
             outcome = runner.run(job_id, allow_rerun=True, timeout_guard=self.uwsgi.set_user_harakiri)
         except Exception:
             log.exception("job %s: internal error, spool file kept for a later try", job_id)
-            self._postpone(path, time.time() + RETRY_AFTER_INTERNAL_ERROR)
-            return SPOOL_RETRY
+            return self._postpone(path, time.time() + RETRY_AFTER_INTERNAL_ERROR)
+        if outcome.status == BUSY:
+            log.warning("job %s is still running in another live process: file kept", job_id)
+            return self._postpone(path, time.time() + RETRY_AFTER_INTERNAL_ERROR)
         if outcome.retry_at is not None:
-            self._postpone(path, outcome.retry_at)
-            return SPOOL_RETRY
+            return self._postpone(path, outcome.retry_at)
         return SPOOL_OK
 
     @staticmethod
-    def _postpone(path: Path, at: float) -> None:
+    def _postpone(path: Path, at: float) -> int:
+        """Keep the file and move its mtime (uWSGI's ``at``) to ``at``."""
         when = math.ceil(at)
-        os.utime(path, (when, when))
+        try:
+            os.utime(path, (when, when))
+        except OSError as exc:  # cancelled meanwhile: the file is gone, nothing to run
+            log.info("spool file %s not postponed: %s", path, exc.strerror)
+        return SPOOL_RETRY

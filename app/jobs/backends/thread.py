@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from app.jobs.backends import Backend
 from app.jobs.runner import Runner
 from app.jobs.store import Job
 
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 class ThreadBackend:
     name = "thread"
 
-    def __init__(self, runner: Runner, max_workers: int = 4) -> None:
+    def __init__(self, runner: Runner, later: Backend | None = None, max_workers: int = 4) -> None:
         self.runner = runner
+        self.later = later
         self.max_workers = max_workers
         self._pool: ThreadPoolExecutor | None = None
         self._pid = 0
@@ -37,9 +39,16 @@ class ThreadBackend:
                 self._pid = os.getpid()
             return self._pool
 
+    def tag(self) -> str:
+        return f"pid:{os.getpid()}"
+
     def submit(self, job: Job, at: float | None = None) -> None:
+        """Run the job in this process's pool; a delay or a retry waits on the spooler when
+        there is one (no thread held meanwhile), else on a timer thread."""
         delay = 0.0 if at is None else at - time.time()
-        if delay > 0:
+        if delay > 0 and self.later is not None:
+            self.later.submit(job, at)
+        elif delay > 0:
             timer = threading.Timer(delay, self._start, args=(job.id,))
             timer.daemon = True
             timer.start()
@@ -52,8 +61,9 @@ class ThreadBackend:
     def _run(self, job_id: str) -> None:
         try:
             outcome = self.runner.run(job_id, allow_rerun=False)
-        except Exception:
+        except Exception as exc:
             log.exception("job %s: internal error in a job thread", job_id)
+            self.runner.abandon(job_id, exc)
             return
         if outcome.retry_at is not None and outcome.job is not None:
             self.submit(outcome.job, outcome.retry_at)
@@ -66,6 +76,9 @@ class InlineBackend:
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
+
+    def tag(self) -> None:
+        return None
 
     def submit(self, job: Job, at: float | None = None) -> None:
         while self.runner.run(job.id, allow_rerun=False).retry_at is not None:
