@@ -72,3 +72,15 @@ def test_a_job_whose_spool_file_exists_is_left_to_the_spooler(app: Flask, tmp_pa
     assert lost_error(gone, None) is None
     spool_file.unlink()
     assert lost_error(gone, None) is not None
+
+
+def test_reaping_fails_the_lost_jobs_and_leaves_the_rest(app: Flask) -> None:
+    from app.jobs.maintenance import reap
+
+    lost = record(app, "thread", f"pid:{dead_pid()}")
+    alive = record(app, "thread", f"pid:{os.getpid()}")
+    with app.app_context():
+        assert reap() == {"reaped": 1}
+    jobs: Jobs = app.extensions["jobs"]
+    assert jobs.get(lost.id).status == "failed"
+    assert jobs.get(alive.id).status == "queued"

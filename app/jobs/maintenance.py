@@ -11,7 +11,7 @@ from flask import current_app
 from app import runtime
 from app.jobs.backends.mule import generation
 from app.jobs.periodic import periodic
-from app.jobs.store import RUNNING, Job, lost_attempt_error, process_alive
+from app.jobs.store import RUNNING, Job, JobStore, lost_attempt_error, process_alive
 
 
 # Every 10 minutes rather than hourly: a reload restarts uWSGI's timers.
@@ -26,7 +26,7 @@ def purge() -> dict[str, int]:
 @periodic("jobs.reap", every=15, max_attempts=1)
 def reap() -> dict[str, int]:
     """Fail mule and thread jobs whose process died, or whose mule message a reload dropped."""
-    store = current_app.extensions["jobs"].store
+    store: JobStore = current_app.extensions["jobs"].store
     uwsgi = runtime.uwsgi_module()
     current = generation(uwsgi) if uwsgi is not None else None
     reaped = 0

@@ -266,14 +266,17 @@ class JobStore:
             )
             return cursor.rowcount == 1
 
-    def fail_unstarted(self, job_id: str, error: dict[str, Any]) -> None:
-        """A job that could not be handed to any backend: failed, with the reason."""
+    def fail_unstarted(self, job_id: str, error: dict[str, Any]) -> bool:
+        """Fail a job that has not started (it could not be handed over, or its handover was
+        lost); False if it has started or finished meanwhile."""
         now = time.time()
         with self.db.write() as tx:
-            tx.execute(
-                "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ?",
-                (FAILED, json.dumps(error), now, now, job_id),
+            cursor = tx.execute(
+                "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ?"
+                f" WHERE id = ? AND status IN ({', '.join('?' * len(WAITING))})",
+                (FAILED, json.dumps(error), now, now, job_id, *WAITING),
             )
+            return cursor.rowcount == 1
 
     def report_progress(self, job_id: str, progress: float, message: str | None) -> None:
         with self.db.write() as tx:
