@@ -26,7 +26,8 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 def test_a_spooler_job_runs_and_reports_progress(stack: Stack) -> None:
     job = stack.enqueue("diag.sleep", {"seconds": 0.5})
-    assert job["status"] == "queued" and job["backend"] == "spooler"
+    # An idle spooler is woken at once: the answer may already find the job running.
+    assert job["status"] in ("queued", "running") and job["backend"] == "spooler"
     done = stack.wait_for_job(job["id"], FINISHED)
     assert (done["status"], done["attempts"], done["progress"]) == ("succeeded", 1, 1.0)
     spooler_pids = {spooler["pid"] for spooler in stack.stats()["spoolers"]}
