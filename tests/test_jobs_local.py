@@ -12,7 +12,23 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.jobs import InvalidJob, Jobs
+from app.jobs.store import Job
 from app.settings import Settings
+
+
+def scheduled_job(jobs: Jobs) -> Job:
+    """A job recorded to run in a minute and handed to no backend: one that has not started."""
+    job = jobs.store.create(
+        task="diag.noop",
+        args_json="{}",
+        backend="spooler",
+        max_attempts=1,
+        timeout=None,
+        run_at=time.time() + 60,
+        request_id=None,
+    )
+    assert job is not None
+    return job
 
 
 def post_job(client: FlaskClient, **body: object):  # type: ignore[no-untyped-def]
@@ -94,16 +110,8 @@ def test_the_request_id_is_kept_only_when_well_formed(app: Flask) -> None:
 
 def test_a_job_not_started_can_be_cancelled_and_a_finished_one_cannot(app: Flask) -> None:
     jobs: Jobs = app.extensions["jobs"]
-    waiting = jobs.store.create(
-        task="diag.noop",
-        args_json="{}",
-        backend="spooler",
-        max_attempts=1,
-        timeout=None,
-        run_at=time.time() + 60,
-        request_id=None,
-    )
-    assert waiting is not None and waiting.status == "scheduled"
+    waiting = scheduled_job(jobs)
+    assert waiting.status == "scheduled"
     client = app.test_client()
     assert client.delete(f"/api/jobs/{waiting.id}").get_json()["status"] == "cancelled"
     done = jobs.enqueue("diag.noop")
@@ -147,16 +155,7 @@ def test_the_cli_lists_shows_retries_cancels_and_purges(app: Flask) -> None:
     assert '"status": "failed"' in runner.invoke(args=["jobs", "show", failed.id]).output
     assert runner.invoke(args=["jobs", "retry", failed.id]).exit_code == 0
     assert runner.invoke(args=["jobs", "cancel", failed.id]).exit_code == 1  # it has run
-    later = jobs.store.create(
-        task="diag.noop",
-        args_json="{}",
-        backend="spooler",
-        max_attempts=1,
-        timeout=None,
-        run_at=time.time() + 60,
-        request_id=None,
-    )
-    assert later is not None
+    later = scheduled_job(jobs)
     assert "cancelled" in runner.invoke(args=["jobs", "cancel", later.id]).output
     assert "purged 2 job records" in runner.invoke(args=["jobs", "purge", "--older-than-days", "0"]).output
     assert runner.invoke(args=["jobs", "show", "nope"]).exit_code == 1
