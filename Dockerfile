@@ -50,7 +50,7 @@ RUN python -m compileall -q app
 USER app
 # 3031: the uwsgi protocol, for nginx only (never publish it); 9191: the stats server.
 EXPOSE 3031 9191
-# uwsgi.ini makes SIGTERM a graceful stop: requests in flight finish (reload-mercy 8 s).
+# uwsgi.ini makes SIGTERM a graceful stop: requests in flight finish, within stop_grace_period.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-m", "app.serve", "healthcheck"]

@@ -1,8 +1,9 @@
 """Periodic jobs: declared in code, fired by the uWSGI master's timers and cron, run on the spooler.
 
 The master raises a uWSGI signal each period; one worker handles it by enqueueing the task with
-a unique key made of its name and the period's start, so a period yields one job however many
-workers, signals or restarts there are.
+a unique key made of its name and the period's start by the clock, so a period yields at most
+one job however many workers, signals or restarts there are (a tick that jitters across a
+period boundary can merge two periods into one).
 """
 
 from __future__ import annotations
