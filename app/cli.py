@@ -6,18 +6,13 @@ import json
 import time
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 
-from app.jobs import JobError, Jobs
+from app.jobs import JobError, current_jobs
 from app.jobs.store import STATUSES
 
 jobs_cli = AppGroup("jobs", help="Inspect and manage background jobs.")
-
-
-def _jobs() -> Jobs:
-    jobs: Jobs = current_app.extensions["jobs"]
-    return jobs
 
 
 @jobs_cli.command("list")
@@ -26,7 +21,7 @@ def _jobs() -> Jobs:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
 def list_jobs(status: str | None, task: str | None, limit: int) -> None:
     """The newest jobs, one line each."""
-    for job in _jobs().store.list(status=status, task=task, limit=limit):
+    for job in current_jobs().store.list(status=status, task=task, limit=limit):
         created = job.to_dict()["created_at"]
         click.echo(f"{job.id}  {job.status:<9}  {job.attempts}/{job.max_attempts}  {created}  {job.task}")
 
@@ -36,7 +31,7 @@ def list_jobs(status: str | None, task: str | None, limit: int) -> None:
 def show(job_id: str) -> None:
     """One job's whole record, as JSON."""
     try:
-        click.echo(json.dumps(_jobs().get(job_id).to_dict(), indent=2))
+        click.echo(json.dumps(current_jobs().get(job_id).to_dict(), indent=2))
     except JobError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -46,7 +41,7 @@ def show(job_id: str) -> None:
 def retry(job_id: str) -> None:
     """Run a failed or cancelled job again."""
     try:
-        job = _jobs().retry(job_id)
+        job = current_jobs().retry(job_id)
     except JobError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{job.id} {job.status}")
@@ -57,7 +52,7 @@ def retry(job_id: str) -> None:
 def cancel(job_id: str) -> None:
     """Cancel a job that has not started."""
     try:
-        job = _jobs().cancel(job_id)
+        job = current_jobs().cancel(job_id)
     except JobError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{job.id} {job.status}")
@@ -67,7 +62,7 @@ def cancel(job_id: str) -> None:
 @click.option("--older-than-days", type=click.FloatRange(0), help="default: JOBS_RETENTION_DAYS")
 def purge(older_than_days: float | None) -> None:
     """Delete finished job records older than the retention."""
-    jobs = _jobs()
+    jobs = current_jobs()
     days = jobs.settings.jobs_retention_days if older_than_days is None else older_than_days
     click.echo(f"purged {jobs.store.purge(time.time() - days * 86400)} job records")
 

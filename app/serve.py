@@ -118,8 +118,12 @@ def _connect(settings: Settings, timeout: float) -> socket.socket:
     socket_path = settings.socket_path
     if socket_path:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(str(socket_path))
+        try:
+            sock.settimeout(timeout)
+            sock.connect(str(socket_path))
+        except OSError:
+            sock.close()
+            raise
         return sock
     host, _, port = settings.socket.rpartition(":")
     if host in ("", "0.0.0.0", "::", "[::]"):

@@ -160,6 +160,11 @@ class Stack(HttpStack):
         wait_until(reached, timeout=timeout, what=f"job {job_id} to reach {statuses} (last: {found})")
         return found
 
+    def reload(self) -> None:
+        """A graceful reload through the master FIFO, as an operator runs it."""
+        command = [sys.executable, "-m", "app.serve", "reload"]
+        subprocess.run(command, cwd=PROJECT_ROOT, env=self.env, timeout=10, check=True)
+
     def master_pid(self) -> int:
         return int((self.root / "run" / "uwsgi.pid").read_text())
 

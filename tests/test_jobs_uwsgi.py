@@ -5,8 +5,6 @@ from __future__ import annotations
 import http.server
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +15,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.settings import PROJECT_ROOT
 from tests.conftest import Stack, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -232,10 +229,7 @@ def test_mule_messages_dropped_by_a_reload_are_recorded_as_failed(make_stack: Ca
     blocker = stack.enqueue("diag.sleep", {"seconds": 3}, backend="mule")
     stack.wait_for_job(blocker["id"], ("running",))
     waiting = [stack.enqueue("diag.noop", backend="mule")["id"] for _ in range(5)]
-    reload = subprocess.run(
-        [sys.executable, "-m", "app.serve", "reload"], cwd=PROJECT_ROOT, env=stack.env, timeout=10
-    )
-    assert reload.returncode == 0
+    stack.reload()
     for job_id in [blocker["id"], *waiting]:
         done = stack.wait_for_job(job_id, FINISHED, timeout=60)
         assert done["status"] == "failed" and done["error"]["type"] == "WorkerLost", done

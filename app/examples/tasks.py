@@ -11,7 +11,7 @@ from pathlib import Path
 from flask import current_app
 from PIL import Image
 
-from app.jobs import current_job, job
+from app.jobs import current_job, current_jobs, job
 
 THUMBNAIL_SIZE = (256, 256)
 # Refuse decompression bombs: a few kilobytes of PNG that decode to gigabytes.
@@ -80,5 +80,5 @@ def deliver_webhook(url: str, payload: object) -> dict[str, object]:
 @job("examples.count_page_view", backend="mule", max_attempts=1, timeout=10)
 def count_page_view(page: str) -> dict[str, int]:
     """Count a view of ``page``: fire-and-forget, losing one on a crash is fine."""
-    store = current_app.extensions["jobs"].store
+    store = current_jobs().store
     return {"views": store.increment(f"page_views:{page}")}

@@ -5,7 +5,7 @@ It depends on Flask (jobs run in the app context) and never on the web layer.
 
 from app.jobs.backends import QueueFull
 from app.jobs.context import current_job
-from app.jobs.extension import JobConflict, JobNotFound, Jobs
+from app.jobs.extension import JobConflict, JobNotFound, Jobs, current_jobs
 from app.jobs.periodic import periodic
 from app.jobs.registry import InvalidJob, JobError, UnknownTask, job
 
@@ -18,6 +18,7 @@ __all__ = [
     "QueueFull",
     "UnknownTask",
     "current_job",
+    "current_jobs",
     "job",
     "periodic",
 ]

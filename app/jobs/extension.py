@@ -11,6 +11,8 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from flask import current_app, has_request_context, request
+
 from app import runtime
 from app.db import Database
 from app.jobs.backends import Backend, QueueFull
@@ -20,7 +22,7 @@ from app.jobs.backends.thread import InlineBackend, ThreadBackend
 from app.jobs.periodic import Schedule, install
 from app.jobs.registry import BACKENDS, InvalidJob, JobError, Task, registry
 from app.jobs.runner import Runner, describe_error
-from app.jobs.store import Job, JobStore
+from app.jobs.store import CANCELLED, Job, JobStore
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -32,6 +34,12 @@ log = logging.getLogger(__name__)
 MAX_DELAY = 30 * 86400
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_ATTEMPTS = 100
+
+
+def current_jobs() -> Jobs:
+    """The job layer of the current Flask app."""
+    jobs: Jobs = current_app.extensions["jobs"]
+    return jobs
 
 
 class JobNotFound(JobError):
@@ -112,7 +120,9 @@ class Jobs:
         """
         task = self.registry.get(task_name)
         backend = backend or task.backend
-        self._validate(args, backend, delay, max_attempts)
+        problems = self.option_problems(args, backend, delay, max_attempts)
+        if problems:
+            raise InvalidJob("invalid job", problems)
         handler = self.backends[backend]
         try:
             args_json = json.dumps(args if args is not None else {}, allow_nan=False)
@@ -138,29 +148,33 @@ class Jobs:
         self._submit(job, task, run_at)
         return self.store.get(job.id) or job
 
-    def _validate(
-        self,
-        args: object,
-        backend: str,
-        delay: float | None,
-        max_attempts: int | None,
-    ) -> None:
+    def option_problems(
+        self, args: object, backend: object, delay: object, max_attempts: object
+    ) -> dict[str, str]:
+        """What is wrong with a job's options, by field: the rules for Python callers and the API.
+        A ``backend`` of None stands for the task's own."""
         details = {}
         if args is not None and not isinstance(args, (dict, list)):
             details["args"] = "must be an object (keyword arguments) or an array"
-        if backend not in BACKENDS:
+        if backend is not None and backend not in BACKENDS:
             details["backend"] = f"must be one of {', '.join(BACKENDS)}"
-        elif backend not in self.backends:
+        elif backend is not None and backend not in self.backends:
             details["backend"] = f"{backend} is not available here (MULES=0?)"
-        if delay is not None and not 0 <= delay <= MAX_DELAY:
-            details["delay"] = f"must be from 0 to {MAX_DELAY} seconds"
-        if max_attempts is not None and not 1 <= max_attempts <= MAX_ATTEMPTS:
-            details["max_attempts"] = f"must be from 1 to {MAX_ATTEMPTS}"
-        if details:
-            raise InvalidJob("invalid job", details)
+        if delay is not None and not (
+            isinstance(delay, (int, float)) and not isinstance(delay, bool) and 0 <= delay <= MAX_DELAY
+        ):
+            details["delay"] = f"must be a number of seconds from 0 to {MAX_DELAY}"
+        if max_attempts is not None and not (
+            isinstance(max_attempts, int)
+            and not isinstance(max_attempts, bool)
+            and 1 <= max_attempts <= MAX_ATTEMPTS
+        ):
+            details["max_attempts"] = f"must be a whole number from 1 to {MAX_ATTEMPTS}"
+        return details
 
     def _submit(self, job: Job, task: Task, run_at: float | None) -> None:
-        """Hand the recorded job to its backend; if that fails, the record says so (failed)."""
+        """Hand the recorded job to its backend (or, when a mule queue is full and the task
+        says so, to the spooler); if that fails, the record says so and the error is raised."""
         try:
             try:
                 self.backends[job.backend].submit(job, run_at)
@@ -168,11 +182,10 @@ class Jobs:
                 if task.on_full != "spooler" or "spooler" not in self.backends:
                     raise
                 self.backends["spooler"].submit(job, run_at)
-        except QueueFull as exc:
-            self.store.fail_unstarted(job.id, describe_error(exc))
-            raise
         except Exception as exc:
             self.store.fail_unstarted(job.id, describe_error(exc))
+            if isinstance(exc, JobError):
+                raise
             raise JobError(f"job {job.id} could not be handed to the {job.backend}: {exc}") from exc
 
     def get(self, job_id: str) -> Job:
@@ -197,25 +210,20 @@ class Jobs:
     def cancel(self, job_id: str) -> Job:
         """Cancel a job that has not started; its spool file, if any, is removed."""
         job = self.get(job_id)
-        cancelled = self.store.cancel(job_id)
-        if cancelled is None or cancelled.status != "cancelled":
+        if job.status == CANCELLED:
+            return job
+        if not self.store.cancel(job_id):
             raise JobConflict(f"job {job_id} is {job.status}: only jobs not yet started can be cancelled")
         if job.dispatch and os.path.isabs(job.dispatch):  # its spool file
-            _remove(job.dispatch)
-        return cancelled
+            with contextlib.suppress(OSError):
+                os.unlink(job.dispatch)
+        return self.get(job_id)
 
 
 def _request_id() -> str | None:
     """The X-Request-ID of the request enqueueing the job, if any."""
-    from flask import has_request_context, request
-
     if has_request_context():
         supplied = request.headers.get("X-Request-ID", "")
         # As nginx passes it on: short and plain, or not at all (no log or JSON injection).
         return supplied if REQUEST_ID.fullmatch(supplied) else None
     return None
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)

@@ -6,19 +6,18 @@ import os
 import time
 from typing import Any
 
-from flask import current_app
-
 from app import runtime
 from app.jobs.backends.mule import generation
+from app.jobs.extension import current_jobs
 from app.jobs.periodic import periodic
-from app.jobs.store import RUNNING, Job, JobStore, lost_attempt_error, process_alive
+from app.jobs.store import RUNNING, Job, error_record, lost_attempt_error, process_alive
 
 
 # Every 10 minutes rather than hourly: a reload restarts uWSGI's timers.
 @periodic("jobs.purge", every=600, max_attempts=1)
 def purge() -> dict[str, int]:
     """Delete finished job records older than JOBS_RETENTION_DAYS."""
-    jobs = current_app.extensions["jobs"]
+    jobs = current_jobs()
     cutoff = time.time() - jobs.settings.jobs_retention_days * 86400
     return {"purged": jobs.store.purge(cutoff)}
 
@@ -26,7 +25,7 @@ def purge() -> dict[str, int]:
 @periodic("jobs.reap", every=15, max_attempts=1)
 def reap() -> dict[str, int]:
     """Fail mule and thread jobs whose process died, or whose mule message a reload dropped."""
-    store: JobStore = current_app.extensions["jobs"].store
+    store = current_jobs().store
     uwsgi = runtime.uwsgi_module()
     current = generation(uwsgi) if uwsgi is not None else None
     reaped = 0
@@ -35,7 +34,7 @@ def reap() -> dict[str, int]:
         if error is None:
             continue
         if job.status == RUNNING:
-            reaped += store.mark_lost(job, error)
+            reaped += store.fail_attempt(job, error, retry_at=None)
         else:
             reaped += store.fail_unstarted(job.id, error)
     return {"reaped": reaped}
@@ -54,15 +53,9 @@ def lost_error(job: Job, mule_generation: str | None) -> dict[str, Any] | None:
             return None
         return lost_attempt_error(job, time.time())
     if dispatch.startswith("pid:") and not process_alive(int(dispatch[4:])):
-        return {
-            "type": "WorkerLost",
-            "message": f"process {dispatch[4:]} died before starting the job (thread backend)",
-            "traceback": None,
-        }
+        return error_record(
+            "WorkerLost", f"process {dispatch[4:]} died before starting the job (thread backend)"
+        )
     if dispatch.startswith("mule:") and mule_generation and dispatch != mule_generation:
-        return {
-            "type": "WorkerLost",
-            "message": "uWSGI reloaded or restarted before a mule read the job's message",
-            "traceback": None,
-        }
+        return error_record("WorkerLost", "uWSGI reloaded or restarted before a mule read the job's message")
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 import traceback
@@ -18,6 +19,7 @@ from app.jobs.store import FAILED, RETRYING, RUNNING, SUCCEEDED
 if TYPE_CHECKING:
     from flask import Flask
 
+    from app.jobs.backends import Backend
     from app.jobs.store import Job, JobStore
 
 log = logging.getLogger(__name__)
@@ -82,10 +84,10 @@ class Runner:
             self.store.fail_attempt(job, describe_error(exc), retry_at=None)
             return Outcome(job, FAILED)
 
-        running = RunningJob(job.id, job.attempts, job.max_attempts, self._report_progress)
+        running = RunningJob(job.id, job.attempts, job.max_attempts, self.store.report_progress)
         token = _current.set(running)
         if timeout_guard is not None and job.timeout:
-            timeout_guard(int(job.timeout + 0.999))
+            timeout_guard(math.ceil(job.timeout))
         try:
             with self.app.app_context():
                 args = job.args
@@ -111,15 +113,23 @@ class Runner:
         log.warning("job %s %s failed after %d attempts: %s", job.id, job.task, job.attempts, exc)
         return Outcome(job, FAILED)
 
-    def abandon(self, job_id: str, exc: Exception) -> None:
-        """Fail a running job after an internal error (the database, say), so that it does not
-        stay ``running``; best effort, since that error may strike again."""
+    def run_once(
+        self, job_id: str, retries: Backend, timeout_guard: Callable[[int], None] | None = None
+    ) -> None:
+        """``run`` for backends that hold the only copy of the job (mules, threads), handing a
+        retry to ``retries``; never raises. After an internal error (the database, say) the
+        job is failed rather than left ``running`` or ``retrying``, as far as that error allows."""
         try:
-            job = self.store.get(job_id)
-            if job is not None and job.status == RUNNING:
-                self.store.mark_lost(job, describe_error(exc))
-        except Exception:
-            log.exception("job %s: could not record its internal error", job_id)
-
-    def _report_progress(self, job_id: str, fraction: float, message: str | None) -> None:
-        self.store.report_progress(job_id, fraction, message)
+            outcome = self.run(job_id, allow_rerun=False, timeout_guard=timeout_guard)
+            if outcome.retry_at is not None and outcome.job is not None:
+                retries.submit(outcome.job, outcome.retry_at)
+        except Exception as exc:
+            log.exception("job %s: internal error", job_id)
+            try:
+                job = self.store.get(job_id)
+                if job is not None and job.status == RUNNING:
+                    self.store.fail_attempt(job, describe_error(exc), retry_at=None)
+                elif job is not None:
+                    self.store.fail_unstarted(job_id, describe_error(exc))
+            except Exception:
+                log.exception("job %s: could not record its internal error", job_id)

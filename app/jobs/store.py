@@ -7,6 +7,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Sized
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,16 @@ BUSY = "busy"
 STATUSES = (QUEUED, SCHEDULED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED)
 WAITING = (QUEUED, SCHEDULED, RETRYING)
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+
+
+def _marks(values: Sized) -> str:
+    """SQL placeholders, one per value."""
+    return ", ".join("?" * len(values))
+
+
+def error_record(kind: str, message: str) -> dict[str, Any]:
+    """An error as a job record keeps it, for failures that raised no exception here."""
+    return {"type": kind, "message": message, "traceback": None}
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -126,27 +137,26 @@ class JobStore:
         now = time.time()
         job_id = uuid.uuid4().hex
         status = SCHEDULED if run_at is not None and run_at > now else QUEUED
+        values = {
+            "id": job_id,
+            "task": task,
+            "args": args_json,
+            "backend": backend,
+            "status": status,
+            "max_attempts": max_attempts,
+            "timeout": timeout,
+            "request_id": request_id,
+            "unique_key": unique_key,
+            "dispatch": dispatch,
+            "run_at": run_at,
+            "created_at": now,
+            "updated_at": now,
+        }
         with self.db.write() as tx:
             cursor = tx.execute(
-                "INSERT INTO jobs (id, task, args, backend, status, max_attempts, timeout,"
-                " request_id, unique_key, dispatch, run_at, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO jobs ({', '.join(values)}) VALUES ({_marks(values)})"
                 " ON CONFLICT (unique_key) DO NOTHING",
-                (
-                    job_id,
-                    task,
-                    args_json,
-                    backend,
-                    status,
-                    max_attempts,
-                    timeout,
-                    request_id,
-                    unique_key,
-                    dispatch,
-                    run_at,
-                    now,
-                    now,
-                ),
+                tuple(values.values()),
             )
             if cursor.rowcount == 0:
                 return None
@@ -246,7 +256,8 @@ class JobStore:
             return cursor.rowcount == 1
 
     def fail_attempt(self, job: Job, error: dict[str, Any], retry_at: float | None) -> bool:
-        """Record a failed attempt: ``retrying`` until ``retry_at``, or ``failed`` if None."""
+        """Record a failed or lost attempt: ``retrying`` until ``retry_at``, or ``failed`` if
+        None; False if the record moved on meanwhile."""
         now = time.time()
         status = RETRYING if retry_at is not None else FAILED
         with self.db.write() as tx:
@@ -269,12 +280,19 @@ class JobStore:
     def fail_unstarted(self, job_id: str, error: dict[str, Any]) -> bool:
         """Fail a job that has not started (it could not be handed over, or its handover was
         lost); False if it has started or finished meanwhile."""
+        return self._finish_unstarted(job_id, FAILED, error)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not started; False if it has started or finished."""
+        return self._finish_unstarted(job_id, CANCELLED, None)
+
+    def _finish_unstarted(self, job_id: str, status: str, error: dict[str, Any] | None) -> bool:
         now = time.time()
         with self.db.write() as tx:
             cursor = tx.execute(
-                "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ?"
-                f" WHERE id = ? AND status IN ({', '.join('?' * len(WAITING))})",
-                (FAILED, json.dumps(error), now, now, job_id, *WAITING),
+                "UPDATE jobs SET status = ?, error = coalesce(?, error), finished_at = ?, updated_at = ?"
+                f" WHERE id = ? AND status IN ({_marks(WAITING)})",
+                (status, json.dumps(error) if error else None, now, now, job_id, *WAITING),
             )
             return cursor.rowcount == 1
 
@@ -285,17 +303,6 @@ class JobStore:
                 " WHERE id = ? AND status = ?",
                 (progress, message, time.time(), job_id, RUNNING),
             )
-
-    def cancel(self, job_id: str) -> Job | None:
-        """Cancel a job that has not started; returns the record as it is afterwards."""
-        now = time.time()
-        with self.db.write() as tx:
-            tx.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, updated_at = ?"
-                f" WHERE id = ? AND status IN ({', '.join('?' * len(WAITING))})",
-                (CANCELLED, now, now, job_id, *WAITING),
-            )
-        return self.get(job_id)
 
     def requeue(self, job_id: str, extra_attempts: int, dispatch: str | None) -> Job | None:
         """Put a failed or cancelled job back in the queue with ``extra_attempts`` more tries."""
@@ -320,22 +327,11 @@ class JobStore:
         )
         return [Job.from_row(row) for row in rows]
 
-    def mark_lost(self, job: Job, error: dict[str, Any]) -> bool:
-        """Fail a ``running`` job whose process is gone; False if it moved on meanwhile."""
-        now = time.time()
-        with self.db.write() as tx:
-            cursor = tx.execute(
-                "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ?"
-                " WHERE id = ? AND status = ? AND attempts = ?",
-                (FAILED, json.dumps(error), now, now, job.id, RUNNING, job.attempts),
-            )
-            return cursor.rowcount == 1
-
     def purge(self, older_than: float) -> int:
         """Delete finished records whose end is before ``older_than``; returns how many."""
         with self.db.write() as tx:
             cursor = tx.execute(
-                f"DELETE FROM jobs WHERE status IN ({', '.join('?' * len(FINISHED))}) AND finished_at < ?",
+                f"DELETE FROM jobs WHERE status IN ({_marks(FINISHED)}) AND finished_at < ?",
                 (*FINISHED, older_than),
             )
             return cursor.rowcount
@@ -370,13 +366,9 @@ def process_alive(pid: int) -> bool:
 def lost_attempt_error(job: Job, now: float) -> dict[str, Any]:
     """The error recorded for an attempt whose process died: its timeout, or a crash."""
     if job.deadline is not None and now >= job.deadline:
-        return {
-            "type": "TimeoutError",
-            "message": f"attempt {job.attempts} ran past its {job.timeout:g} s timeout and was killed",
-            "traceback": None,
-        }
-    return {
-        "type": "WorkerLost",
-        "message": f"attempt {job.attempts}: process {job.pid} died before the job finished",
-        "traceback": None,
-    }
+        return error_record(
+            "TimeoutError", f"attempt {job.attempts} ran past its {job.timeout:g} s timeout and was killed"
+        )
+    return error_record(
+        "WorkerLost", f"attempt {job.attempts}: process {job.pid} died before the job finished"
+    )

@@ -10,6 +10,8 @@ from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from app.jobs import InvalidJob, JobConflict, JobError, JobNotFound, QueueFull, UnknownTask
+
 log = logging.getLogger(__name__)
 
 
@@ -39,10 +41,29 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return body
 
 
+def as_api_error(exc: JobError) -> ApiError:
+    """The HTTP answer to an error of the job layer."""
+    if isinstance(exc, JobNotFound):
+        return ApiError(404, "not_found", str(exc))
+    if isinstance(exc, UnknownTask):
+        return ApiError(404, "unknown_task", str(exc))
+    if isinstance(exc, InvalidJob):
+        return ApiError(400, "validation_failed", str(exc), exc.details)
+    if isinstance(exc, JobConflict):
+        return ApiError(409, "conflict", str(exc))
+    if isinstance(exc, QueueFull):
+        return ApiError(503, "queue_full", f"{exc}; the job was recorded as failed")
+    return ApiError(503, "not_queued", str(exc))
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> ResponseReturnValue:
         return jsonify(error_body(exc.code, exc.message, exc.details)), exc.status, exc.headers
+
+    @app.errorhandler(JobError)
+    def job_error(exc: JobError) -> ResponseReturnValue:
+        return api_error(as_api_error(exc))
 
     @app.errorhandler(sqlite3.OperationalError)
     def database_busy(exc: sqlite3.OperationalError) -> ResponseReturnValue:

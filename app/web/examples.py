@@ -8,7 +8,7 @@ from pathlib import Path
 from flask import Blueprint, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
-from app.jobs import JobError
+from app.jobs import JobError, current_jobs
 from app.web.auth import operator_only
 from app.web.errors import ApiError
 
@@ -38,10 +38,10 @@ def create_thumbnail() -> ResponseReturnValue:
     upload = uploads / f"{name}{suffix}"
     upload.write_bytes(data)
     try:
-        job = current_app.extensions["jobs"].enqueue("examples.thumbnail", {"upload": upload.name})
-    except JobError as exc:
+        job = current_jobs().enqueue("examples.thumbnail", {"upload": upload.name})
+    except JobError:
         upload.unlink(missing_ok=True)
-        raise ApiError(503, "not_queued", str(exc)) from None
+        raise
     return jsonify(
         job=job.to_dict(),
         job_url=url_for("jobs_api.show", job_id=job.id),

@@ -9,6 +9,8 @@ import tempfile
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
+from app.jobs import current_jobs
+
 bp = Blueprint("health", __name__)
 
 
@@ -29,7 +31,7 @@ def readyz() -> ResponseReturnValue:
     except OSError as exc:
         problems["spool_dir"] = f"{settings.spool_dir} is not writable: {exc.strerror}"
     try:
-        current_app.extensions["jobs"].db.ping()
+        current_jobs().db.ping()
     except sqlite3.Error as exc:
         problems["database"] = f"{settings.database_path}: {exc}"
     if problems:

@@ -1,4 +1,6 @@
-"""The jobs API: enqueue, inspect, retry and cancel background jobs. Operators only."""
+"""The jobs API: enqueue, inspect, retry and cancel background jobs. Operators only.
+
+Errors of the job layer become JSON answers in one place (``errors.as_api_error``)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,10 @@ import base64
 import binascii
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
-from app.jobs import InvalidJob, JobConflict, JobError, JobNotFound, Jobs, QueueFull, UnknownTask
-from app.jobs.registry import BACKENDS
+from app.jobs import current_jobs
 from app.jobs.store import STATUSES
 from app.web.auth import operator_only
 from app.web.errors import ApiError
@@ -27,11 +28,6 @@ def require_operator() -> None:
     """Every endpoint here is an operator's."""
 
 
-def _jobs() -> Jobs:
-    jobs: Jobs = current_app.extensions["jobs"]
-    return jobs
-
-
 def json_body() -> dict[str, Any]:
     """The request's JSON object; 415 if it is not JSON, 400 if it is malformed or not an object."""
     if not request.is_json:
@@ -44,10 +40,6 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def parse_enqueue(body: dict[str, Any]) -> dict[str, Any]:
     """Check the fields of POST /api/jobs; raises ApiError 400 with per-field details."""
     details = {name: "unknown field" for name in body.keys() - ENQUEUE_FIELDS}
@@ -55,17 +47,10 @@ def parse_enqueue(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(task, str) or not task:
         details["task"] = "required: the name of a registered task (see GET /api/tasks)"
     args = body.get("args", {})
-    if not isinstance(args, (dict, list)):
-        details["args"] = "must be an object (keyword arguments) or an array"
     backend = body.get("backend")
-    if backend is not None and backend not in BACKENDS:
-        details["backend"] = f"must be one of {', '.join(BACKENDS)}"
     delay = body.get("delay")
-    if delay is not None and not _number(delay):
-        details["delay"] = "must be a number of seconds"
     max_attempts = body.get("max_attempts")
-    if max_attempts is not None and (not isinstance(max_attempts, int) or isinstance(max_attempts, bool)):
-        details["max_attempts"] = "must be a whole number"
+    details.update(current_jobs().option_problems(args, backend, delay, max_attempts))
     if details:
         raise ApiError(400, "validation_failed", "the job is not valid", details)
     return {
@@ -80,23 +65,13 @@ def parse_enqueue(body: dict[str, Any]) -> dict[str, Any]:
 @bp.post("/jobs")
 def enqueue() -> ResponseReturnValue:
     fields = parse_enqueue(json_body())
-    jobs = _jobs()
-    try:
-        job = jobs.enqueue(
-            fields["task"],
-            fields["args"],
-            backend=fields["backend"],
-            delay=fields["delay"],
-            max_attempts=fields["max_attempts"],
-        )
-    except UnknownTask as exc:
-        raise ApiError(404, "unknown_task", str(exc)) from None
-    except InvalidJob as exc:
-        raise ApiError(400, "validation_failed", str(exc), exc.details) from None
-    except QueueFull as exc:
-        raise ApiError(503, "queue_full", f"{exc}; the job was recorded as failed") from None
-    except JobError as exc:
-        raise ApiError(503, "not_queued", str(exc)) from None
+    job = current_jobs().enqueue(
+        fields["task"],
+        fields["args"],
+        backend=fields["backend"],
+        delay=fields["delay"],
+        max_attempts=fields["max_attempts"],
+    )
     response = jsonify(job.to_dict())
     response.status_code = 202
     response.headers["Location"] = url_for("jobs_api.show", job_id=job.id)
@@ -126,7 +101,7 @@ def index() -> ResponseReturnValue:
             details["cursor"] = "is not a cursor this API returned"
     if details:
         raise ApiError(400, "validation_failed", "invalid query", details)
-    page = _jobs().store.list(status=status, task=task, limit=limit, before=before)
+    page = current_jobs().store.list(status=status, task=task, limit=limit, before=before)
     next_cursor = None
     if len(page) == limit:
         last = page[-1]
@@ -136,37 +111,19 @@ def index() -> ResponseReturnValue:
 
 @bp.get("/jobs/<job_id>")
 def show(job_id: str) -> ResponseReturnValue:
-    try:
-        return jsonify(_jobs().get(job_id).to_dict())
-    except JobNotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
+    return jsonify(current_jobs().get(job_id).to_dict())
 
 
 @bp.post("/jobs/<job_id>/retry")
 def retry(job_id: str) -> ResponseReturnValue:
-    try:
-        job = _jobs().retry(job_id)
-    except JobNotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-    except JobConflict as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
-    except UnknownTask as exc:
-        raise ApiError(409, "conflict", f"cannot retry: {exc}") from None
-    except JobError as exc:
-        raise ApiError(503, "not_queued", str(exc)) from None
-    return jsonify(job.to_dict()), 202
+    return jsonify(current_jobs().retry(job_id).to_dict()), 202
 
 
 @bp.delete("/jobs/<job_id>")
 def cancel(job_id: str) -> ResponseReturnValue:
-    try:
-        return jsonify(_jobs().cancel(job_id).to_dict())
-    except JobNotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-    except JobConflict as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
+    return jsonify(current_jobs().cancel(job_id).to_dict())
 
 
 @bp.get("/tasks")
 def tasks() -> ResponseReturnValue:
-    return jsonify(tasks=[task.describe() for task in _jobs().registry.all()])
+    return jsonify(tasks=[task.describe() for task in current_jobs().registry.all()])

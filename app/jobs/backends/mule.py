@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 class MuleBackend:
     name = "mule"
 
-    def __init__(self, uwsgi: ModuleType, retries: Backend) -> None:
+    def __init__(self, uwsgi: ModuleType, later: Backend) -> None:
         self.uwsgi = uwsgi
-        self.retries = retries
+        self.later = later
 
     def tag(self) -> str:
         return generation(self.uwsgi)
@@ -33,7 +33,7 @@ class MuleBackend:
         """Send the job id to the mules' shared queue; raises ``QueueFull`` when it is full."""
         if at is not None and at > time.time():
             # A mule cannot hold a job until later without blocking; the spooler can.
-            self.retries.submit(job, at)
+            self.later.submit(job, at)
             return
         sent = self.uwsgi.mule_msg(json.dumps({"job": job.id}).encode())
         if not sent:
@@ -46,13 +46,7 @@ class MuleBackend:
         except (ValueError, KeyError, TypeError):
             log.error("mule message %r is not a job: dropped", message[:200])
             return
-        try:
-            outcome = runner.run(job_id, allow_rerun=False, timeout_guard=self.uwsgi.set_user_harakiri)
-            if outcome.retry_at is not None and outcome.job is not None:
-                self.retries.submit(outcome.job, outcome.retry_at)
-        except Exception as exc:
-            log.exception("job %s: internal error in the mule", job_id)
-            runner.abandon(job_id, exc)
+        runner.run_once(job_id, retries=self.later, timeout_guard=self.uwsgi.set_user_harakiri)
 
 
 def generation(uwsgi: ModuleType) -> str:

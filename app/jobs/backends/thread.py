@@ -59,14 +59,7 @@ class ThreadBackend:
         self._executor().submit(self._run, job_id)
 
     def _run(self, job_id: str) -> None:
-        try:
-            outcome = self.runner.run(job_id, allow_rerun=False)
-        except Exception as exc:
-            log.exception("job %s: internal error in a job thread", job_id)
-            self.runner.abandon(job_id, exc)
-            return
-        if outcome.retry_at is not None and outcome.job is not None:
-            self.submit(outcome.job, outcome.retry_at)
+        self.runner.run_once(job_id, retries=self)
 
 
 class InlineBackend:
