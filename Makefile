@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck offline-images clean
+.PHONY: run test faults lint typecheck offline-images clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ typecheck: $(STAMP)
 ## test: lint, type-check, then every test against the real uWSGI, nginx and Docker
 test: lint typecheck
 	$(BIN)/pytest
+
+## faults: only the fault suite (load, kills, reloads, a full disk, hostile input), with its figures
+faults: $(STAMP)
+	$(BIN)/pytest -m faults
 
 ## offline-images: base images and a wheelhouse built from Debian packages and PyPI, no registry
 offline-images: $(STAMP)

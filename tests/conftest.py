@@ -26,6 +26,25 @@ from app.settings import PROJECT_ROOT, Settings
 IN_CI = os.environ.get("CI") == "true"
 TOKEN = "test-operator-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# What the fault suite measured (requests, failures, seconds to recover), printed after the run.
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a measured figure under the test's name; the run's summary lists them all."""
+
+    def record(text: str) -> None:
+        FIGURES.append(f"{request.node.name}: {text}")
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("measured by the fault suite")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
 
 
 def require(component: str, present: bool) -> None:

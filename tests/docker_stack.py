@@ -69,7 +69,7 @@ class ComposeStack(HttpStack):
             "STATS_PORT": str(self.stats_port),
             "OPERATOR_TOKEN": TOKEN,
             # Its own tag: the tests' image (from the Debian base) never replaces the user's.
-            "APP_IMAGE": "flask-uwsgi-stack-app:test",
+            "APP_IMAGE": os.environ.get("TEST_APP_IMAGE", "flask-uwsgi-stack-app:test"),
             "HEALTHCHECK_INTERVAL": "2s",
             **settings,
         }
