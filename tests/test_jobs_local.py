@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.jobs import InvalidJob, Jobs
+from app.jobs import InvalidJob, JobError, Jobs, job
 from app.jobs.store import Job
 from app.settings import Settings
 
@@ -159,3 +159,18 @@ def test_the_cli_lists_shows_retries_cancels_and_purges(app: Flask) -> None:
     assert "cancelled" in runner.invoke(args=["jobs", "cancel", later.id]).output
     assert "purged 2 job records" in runner.invoke(args=["jobs", "purge", "--older-than-days", "0"]).output
     assert runner.invoke(args=["jobs", "show", "nope"]).exit_code == 1
+
+
+@pytest.mark.parametrize("max_attempts", [0, 101, 2.5, True])
+def test_the_job_decorator_caps_max_attempts_like_the_api(max_attempts: object) -> None:
+    with pytest.raises(JobError, match="max_attempts must be a whole number from 1 to 100"):
+        job("tests.local.capped", max_attempts=max_attempts)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("backoff", -1), ("backoff", "2"), ("max_backoff", -1), ("timeout", 0), ("timeout", -5)],
+)
+def test_the_job_decorator_refuses_negative_delays_and_timeouts(option: str, value: object) -> None:
+    with pytest.raises(JobError, match=option):
+        job("tests.local.bad_option", **{option: value})  # type: ignore[arg-type]

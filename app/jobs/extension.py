@@ -20,7 +20,7 @@ from app.jobs.backends.mule import MuleBackend
 from app.jobs.backends.spooler import SpoolerBackend
 from app.jobs.backends.thread import InlineBackend, ThreadBackend
 from app.jobs.periodic import Schedule, install
-from app.jobs.registry import BACKENDS, InvalidJob, JobError, Task, registry
+from app.jobs.registry import BACKENDS, MAX_ATTEMPTS, InvalidJob, JobError, Task, registry
 from app.jobs.runner import Runner, describe_error
 from app.jobs.store import CANCELLED, Job, JobStore
 
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 MAX_DELAY = 30 * 86400
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-MAX_ATTEMPTS = 100
 
 
 def current_jobs() -> Jobs:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 BACKENDS = ("spooler", "mule", "thread")
 ON_FULL = ("error", "spooler")
+MAX_ATTEMPTS = 100
 
 
 class JobError(Exception):
@@ -82,6 +84,27 @@ class TaskRegistry:
 registry = TaskRegistry()
 
 
+def is_seconds(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is a finite number of seconds (a bool is an int to Python, not to us)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def option_problem(max_attempts: object, backoff: object, max_backoff: object, timeout: object) -> str | None:
+    """What is wrong with a task's retry and timeout options (the API's rule for max_attempts), or None."""
+    if (
+        isinstance(max_attempts, bool)
+        or not isinstance(max_attempts, int)
+        or not 1 <= max_attempts <= MAX_ATTEMPTS
+    ):
+        return f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS}, got {max_attempts!r}"
+    for option, value in (("backoff", backoff), ("max_backoff", max_backoff)):
+        if not (is_seconds(value) and value >= 0):
+            return f"{option} must be a number of seconds of at least 0, got {value!r}"
+    if timeout is not None and not (is_seconds(timeout) and timeout > 0):
+        return f"timeout must be a number of seconds above 0, or None, got {timeout!r}"
+    return None
+
+
 def job(
     name: str | None = None,
     *,
@@ -103,8 +126,9 @@ def job(
         raise JobError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if on_full not in ON_FULL:
         raise JobError(f"on_full must be one of {', '.join(ON_FULL)}, got {on_full!r}")
-    if max_attempts < 1:
-        raise JobError("max_attempts must be at least 1")
+    problem = option_problem(max_attempts, backoff, max_backoff, timeout)
+    if problem:
+        raise JobError(problem)
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         registry.register(
