@@ -8,6 +8,7 @@ period boundary can merge two periods into one).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from typing import Any
 from app.jobs.registry import JobError, job
 
 FIRST_SIGNAL = 20
+# uWSGI's add_cron fields, in order, with the values each takes (uWSGI counts months from 1).
+CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12), ("weekday", 0, 6))
+CRON_NUMBER = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -35,41 +39,56 @@ schedules: list[Schedule] = []
 
 def parse_cron(expression: str) -> tuple[int, int, int, int, int]:
     """``minute hour day month weekday`` with ``*``, numbers and ``*/N``, as uWSGI's add_cron
-    takes them (-1 any, -N every N). Raises ``JobError`` on anything else."""
+    takes them (-1 any, -N every N: the values divisible by N, as uWSGI matches them; weekday 0
+    is Sunday). Raises ``JobError`` on anything else, naming the field and its range."""
     parts = expression.split()
-    if len(parts) != 5:
+    if len(parts) != len(CRON_FIELDS):
         raise JobError(f"cron {expression!r}: expected 5 fields: minute hour day month weekday")
     values = []
-    for part in parts:
+    for part, (field, low, high) in zip(parts, CRON_FIELDS, strict=True):
+        step = part.removeprefix("*/")
         if part == "*":
             values.append(-1)
-        elif part.startswith("*/") and part[2:].isdigit() and int(part[2:]) > 0:
-            values.append(-int(part[2:]))
-        elif part.isdigit():
+        elif step != part and CRON_NUMBER.fullmatch(step):
+            # A step above the field's largest value would match 0 alone, or nothing.
+            if not 1 <= int(step) <= high:
+                raise JobError(f"cron {expression!r}: {field} step {part} is out of range 1-{high}")
+            values.append(-int(step))
+        elif CRON_NUMBER.fullmatch(part):
+            if not low <= int(part) <= high:
+                raise JobError(f"cron {expression!r}: {field} {part} is out of range {low}-{high}")
             values.append(int(part))
         else:
-            raise JobError(f"cron {expression!r}: field {part!r} is not *, N or */N")
+            raise JobError(f"cron {expression!r}: {field} {part!r} is not *, N or */N")
     return values[0], values[1], values[2], values[3], values[4]
 
 
 def periodic(
-    name: str | None = None, *, every: int | None = None, cron: str | None = None, **options: Any
+    name: str | None = None,
+    *,
+    every: int | None = None,
+    cron: str | None = None,
+    backend: str = "spooler",
+    **options: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a task that runs every ``every`` seconds or on a ``cron`` schedule (UTC).
 
-    Takes the options of ``job`` (but always runs on the spooler). Raises ``JobError`` unless
-    exactly one of ``every`` and ``cron`` is given.
+    Takes the options of ``job``; ``backend`` can only be the spooler, whose unique keys make a
+    period yield one job. Raises ``JobError`` on a bad option, or unless exactly one of ``every``
+    and ``cron`` is given.
     """
+    if backend != "spooler":
+        raise JobError(f"periodic tasks run on the spooler: backend must be 'spooler', got {backend!r}")
     if (every is None) == (cron is None):
         raise JobError("periodic() takes exactly one of every= and cron=")
-    if every is not None and every < 1:
-        raise JobError("every= must be at least 1 second")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise JobError(f"every= must be a whole number of seconds, at least 1, got {every!r}")
     cron_fields = parse_cron(cron) if cron else None
+    register = job(name, backend=backend, **options)
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        task_name = name or f"{func.__module__}.{func.__qualname__}"
-        job(task_name, backend="spooler", **options)(func)
-        schedules.append(Schedule(task_name, every, cron_fields))
+        register(func)
+        schedules.append(Schedule(name or f"{func.__module__}.{func.__qualname__}", every, cron_fields))
         return func
 
     return decorate
