@@ -4,14 +4,33 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The one list of exact versions, with hashes, that every install reads (make lock writes them).
+RUNTIME_LOCK := requirements/runtime.txt
+DEV_LOCK := requirements/dev.txt
+PIP_INSTALL = $(BIN)/pip install --quiet --require-hashes --no-build-isolation
+# The header names `make lock`; --no-emit-find-links keeps a machine's PIP_FIND_LINKS out.
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-find-links $(LOCK_OPTIONS)
 
-.PHONY: run test faults lint typecheck offline-images clean
+.PHONY: run test faults lint typecheck lock offline-images clean
 
-$(STAMP): pyproject.toml
+# The locked pip and setuptools go in first, so that the lock's one sdist (uwsgitop) and the
+# project itself are built with them rather than with whatever a build environment would fetch.
+$(STAMP): $(DEV_LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	awk '/^[a-z]/ { keep = /^(pip|setuptools)==/ } keep' $(DEV_LOCK) >$(VENV)/bootstrap.txt
+	$(PIP_INSTALL) --no-deps --requirement $(VENV)/bootstrap.txt
+	$(PIP_INSTALL) --requirement $(DEV_LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@
+
+## lock: rewrite requirements/*.txt from pyproject.toml, keeping every pin that still fits
+##       (LOCK_OPTIONS=--upgrade to take the newest versions)
+# The runtime lock first: the dev lock is held to its versions, so both agree.
+lock: $(STAMP)
+	$(PIP_COMPILE) --output-file $(RUNTIME_LOCK) pyproject.toml
+	$(PIP_COMPILE) --extra dev --build-deps-for editable --constraint $(RUNTIME_LOCK) \
+		--output-file $(DEV_LOCK) pyproject.toml
 
 ## run: nginx on 127.0.0.1:$HTTP_PORT (8080) in front of uWSGI, in the foreground; Ctrl-C stops both
 run: $(STAMP)
