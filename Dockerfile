@@ -13,14 +13,12 @@ ARG PIP_NO_INDEX=
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python3 -m venv /opt/venv
 COPY docker/wheelhouse/ /wheelhouse/
-COPY pyproject.toml /build/
-# The runtime dependencies, read from pyproject.toml (the project itself runs from /app); then
-# pip and setuptools leave: the final image holds only what runs.
-RUN python3 -c 'import tomllib; print(*tomllib.load(open("/build/pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' \
-        > /build/requirements.txt \
-    && case "${PIP_NO_INDEX}" in 1|true|yes|on) index=--no-index ;; *) index= ;; esac \
+COPY requirements/runtime.txt /build/
+# The runtime lock, each wheel checked against its hashes (the project itself runs from /app);
+# then pip and setuptools leave: the final image holds only what runs.
+RUN case "${PIP_NO_INDEX}" in 1|true|yes|on) index=--no-index ;; *) index= ;; esac \
     && /opt/venv/bin/pip install $index --find-links /wheelhouse --only-binary=:all: \
-        --requirement /build/requirements.txt \
+        --require-hashes --requirement /build/runtime.txt \
     && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools
 
 FROM ${PYTHON_IMAGE}

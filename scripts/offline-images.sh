@@ -2,7 +2,7 @@
 # Builds, with no container registry, everything `docker compose --env-file .env.offline` needs:
 #   - a Python base image from Debian packages (mmdebstrap, then docker import),
 #   - an nginx image from Debian packages that behaves like the official one (docker/nginx/),
-#   - docker/wheelhouse/: wheels of the project's runtime dependencies, for that Python,
+#   - docker/wheelhouse/: wheels of the versions in requirements/runtime.txt, for that Python,
 # and writes .env.offline naming them. Packages come from the apt sources this machine uses,
 # read at run time. Each artefact is tagged by a hash of its inputs and skipped when that
 # tag already exists, so a re-run takes seconds.
@@ -20,6 +20,7 @@ if [ -z "${PYTHON:-}" ]; then
     [ -x .venv/bin/python ] && PYTHON=.venv/bin/python
 fi
 WHEELHOUSE=docker/wheelhouse
+RUNTIME_LOCK=requirements/runtime.txt
 ENV_FILE=.env.offline
 PYTHON_PACKAGES=(python3 python3-venv ca-certificates)
 NGINX_PACKAGES=(nginx gettext-base)
@@ -134,31 +135,29 @@ build_nginx_image() {
     remove_other_tags "$NGINX_IMAGE"
 }
 
-# Wheels of the runtime dependencies in pyproject.toml, for the base image's Python and libc.
+# Wheels of exactly the versions in the runtime lock, for the base image's Python and libc: the
+# wheelhouse is emptied first, and --require-hashes refuses a file or a dependency the lock lacks.
 build_wheelhouse() {
     local target platforms=() hash stamp="$WHEELHOUSE/.inputs"
     target=$(docker run --rm --network none "$PYTHON_IMAGE" python3 -c \
         'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1], platform.machine())')
     read -r py_version glibc arch <<<"$target"
-    "$PYTHON" -c \
-        'import sys, tomllib; print(*tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"], sep="\n")' \
-        pyproject.toml >"$WORK/requirements.txt"
     # pip does not widen manylinux_2_X itself: name every glibc level the image can run.
     platforms=(--platform "manylinux2014_$arch")
     for ((minor = 17; minor <= ${glibc#2.}; minor++)); do
         platforms+=(--platform "manylinux_2_${minor}_$arch")
     done
-    hash=$( { printf '%s\n' "$py_version" "$glibc" "$arch"; cat "$WORK/requirements.txt"; } | input_hash)
+    hash=$( { printf '%s\n' "$py_version" "$glibc" "$arch"; cat "$RUNTIME_LOCK"; } | input_hash)
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ] && compgen -G "$WHEELHOUSE/*.whl" >/dev/null \
         && [ "${OFFLINE_IMAGES_REBUILD:-0}" != 1 ]; then
         log "up to date: $WHEELHOUSE (Python $py_version, glibc $glibc, $arch)"
         return
     fi
-    log "downloading wheels for Python $py_version, glibc $glibc, $arch into $WHEELHOUSE"
+    log "downloading the wheels of $RUNTIME_LOCK for Python $py_version, glibc $glibc, $arch into $WHEELHOUSE"
     find "$WHEELHOUSE" -mindepth 1 ! -name .gitkeep -delete
-    "$PYTHON" -m pip download --quiet --dest "$WHEELHOUSE" --only-binary=:all: \
+    "$PYTHON" -m pip download --quiet --dest "$WHEELHOUSE" --only-binary=:all: --require-hashes \
         --implementation cp --python-version "$py_version" "${platforms[@]}" \
-        --requirement "$WORK/requirements.txt"
+        --requirement "$RUNTIME_LOCK"
     printf '%s\n' "$hash" >"$stamp"
 }
 
