@@ -71,7 +71,8 @@ def periodic(
     backend: str = "spooler",
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a task that runs every ``every`` seconds or on a ``cron`` schedule (UTC).
+    """Register a task that runs every ``every`` seconds or on a ``cron`` schedule (the master's
+    local time, as uWSGI reads its clock; UTC in the image).
 
     Takes the options of ``job``; ``backend`` can only be the spooler, whose unique keys make a
     period yield one job. Raises ``JobError`` on a bad option, or unless exactly one of ``every``
