@@ -58,6 +58,11 @@ def _integer(low: int, high: int) -> Callable[[str, str], int]:
     return parse
 
 
+def _optional(parse: Callable[[str, str], int]) -> Callable[[str, str], int | None]:
+    """An empty value stands for a default derived from other settings."""
+    return lambda name, raw: parse(name, raw) if raw.strip() else None
+
+
 def _port(name: str, raw: str) -> int:
     return _integer(1, 65535)(name, raw)
 
@@ -157,6 +162,13 @@ SETTINGS: tuple[Setting, ...] = (
         _integer(2, 3600),
     ),
     Setting(
+        "QUEUE_TIMEOUT",
+        _const(""),
+        "Seconds a request may wait for a worker before it is shed with a 503 "
+        "(default: HARAKIRI; at most HARAKIRI + 4, below nginx's timeout)",
+        _optional(_integer(1, 3604)),
+    ),
+    Setting(
         "MAX_REQUESTS",
         _const(5000),
         "Requests a worker serves before it is recycled",
@@ -220,6 +232,7 @@ class Settings:
     processes: int
     threads: int
     harakiri: int
+    queue_timeout: int
     max_requests: int
     reload_on_rss: int
     listen_backlog: int
@@ -247,6 +260,13 @@ class Settings:
             values[setting.name.lower()] = setting.parse(setting.name, raw)
         if not values["socket"]:
             values["socket"] = str(values["run_dir"] / "uwsgi.sock")
+        if values["queue_timeout"] is None:
+            values["queue_timeout"] = values["harakiri"]
+        if values["queue_timeout"] > values["harakiri"] + 4:
+            raise SettingsError(
+                f"QUEUE_TIMEOUT: expected at most HARAKIRI + 4 = {values['harakiri'] + 4} "
+                f"(nginx gives up after HARAKIRI + 5), got {values['queue_timeout']}"
+            )
         return cls(**values)
 
     @property

@@ -6,6 +6,7 @@ import sys
 
 from app import create_app
 from app.settings import SettingsError
+from app.web.shedding import QueueShedding
 
 try:
     app = create_app()
@@ -13,3 +14,6 @@ except SettingsError as exc:
     # One line naming the variable, then stop: uWSGI's need-app ends the start-up.
     print(f"configuration error: {exc}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
+
+# Requests that waited too long, or whose client left, are shed before Flask sees them.
+app.wsgi_app = QueueShedding(app.wsgi_app, app.config["SETTINGS"].queue_timeout)  # type: ignore[method-assign]
