@@ -6,13 +6,17 @@ import logging
 import sqlite3
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Request, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from app.jobs import InvalidJob, JobConflict, JobError, JobNotFound, QueueFull, UnknownTask
 
 log = logging.getLogger(__name__)
+
+# Far below Python's recursion limit (1000), which every later dump or load of a body's values
+# (the job store, the spool file, the answer) shares with the frames of Flask and uWSGI.
+MAX_JSON_DEPTH = 100
 
 
 class ApiError(Exception):
@@ -56,7 +60,37 @@ def as_api_error(exc: JobError) -> ApiError:
     return ApiError(503, "not_queued", str(exc))
 
 
+def nests_deeper_than(value: object, limit: int) -> bool:
+    """Whether ``value`` nests lists and objects more than ``limit`` levels deep (no recursion)."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    for _ in range(limit):
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, (dict, list))
+        ]
+    return bool(level)
+
+
+class BoundedJSONRequest(Request):
+    """A request whose JSON body nests too deeply gets a 400, not a RecursionError's 500."""
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        """The JSON body, as Flask parses it; raises ApiError 400 beyond MAX_JSON_DEPTH levels."""
+        too_deep = ApiError(400, "invalid_json", f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+        try:
+            body = super().get_json(force=force, silent=silent, cache=cache)
+        except RecursionError:
+            raise too_deep from None
+        if nests_deeper_than(body, MAX_JSON_DEPTH):
+            raise too_deep
+        return body
+
+
 def register(app: Flask) -> None:
+    app.request_class = BoundedJSONRequest
+
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> ResponseReturnValue:
         return jsonify(error_body(exc.code, exc.message, exc.details)), exc.status, exc.headers
