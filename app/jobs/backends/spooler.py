@@ -19,7 +19,7 @@ from typing import Any
 
 from app.jobs import owner
 from app.jobs.registry import JobError
-from app.jobs.runner import Runner
+from app.jobs.runner import OutcomeNotRecorded, Runner
 from app.jobs.store import BUSY, RUNNING, Job, JobStore, error_record, lost_attempt_error
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ class SpoolerBackend:
             return SPOOL_OK
         try:
             outcome = runner.run(job_id, allow_rerun=True, timeout_guard=self.uwsgi.set_user_harakiri)
+        except OutcomeNotRecorded as exc:
+            log.warning("%s: spool file kept until it is", exc)
+            return self._postpone(path, time.time() + RETRY_AFTER_INTERNAL_ERROR)
         except Exception:
             log.exception("job %s: internal error, spool file kept for a later try", job_id)
             return self._postpone(path, time.time() + RETRY_AFTER_INTERNAL_ERROR)
