@@ -173,3 +173,17 @@ def test_an_outcome_the_database_refused_is_recorded_later_not_failed_as_lost(
     assert jobs.runner.run(job.id, allow_rerun=True).status == "succeeded"
     done = jobs.get(job.id)
     assert (done.status, done.attempts, done.error) == ("succeeded", 1, None)
+
+
+def test_the_purge_job_gives_the_wal_back_to_the_disk(app: Flask) -> None:
+    from app.jobs import Jobs
+    from app.jobs.maintenance import purge
+
+    jobs: Jobs = app.extensions["jobs"]
+    for _ in range(20):
+        jobs.enqueue("diag.noop")
+    assert jobs.db.wal_path().stat().st_size > 0
+    with app.app_context():
+        result = purge()
+    assert result == {"purged": 0, "wal_checkpoint_blocked": 0}
+    assert jobs.db.wal_path().stat().st_size == 0
