@@ -130,8 +130,12 @@ def test_a_spooled_job_whose_path_cannot_be_recorded_is_still_accepted(
     monkeypatch.setitem(jobs.backends, "spooler", SpoolerBackend(FakeSpooler(tmp_path), tmp_path, jobs.store))  # type: ignore[arg-type]
     monkeypatch.setattr(jobs.store, "set_handle", full_disk)
     job = jobs.enqueue("diag.noop", backend="spooler")
-    assert jobs.get(job.id).status == "queued"
-    assert (tmp_path / f"uwsgi_spoolfile_{job.id}").exists()
+    assert (jobs.get(job.id).status, jobs.get(job.id).handle) == ("queued", None)
+    spool_file = tmp_path / f"uwsgi_spoolfile_{job.id}"
+    assert spool_file.exists()
+    # The spooler names the file it runs: the record learns it then.
+    assert jobs.runner.run(job.id, allow_rerun=True, handle=str(spool_file)).status == "succeeded"
+    assert jobs.get(job.id).handle == str(spool_file)
 
 
 def test_a_job_the_spooler_refuses_is_failed_and_the_caller_told(app: Flask, tmp_path: Path) -> None:

@@ -78,12 +78,14 @@ class Runner:
         *,
         allow_rerun: bool,
         timeout_guard: Callable[[int], None] | None = None,
+        handle: str | None = None,
     ) -> Outcome:
         """Run the next attempt of ``job_id`` and record how it ended.
 
         ``allow_rerun`` is for backends whose copy of the job survives a crash (the spooler):
         a record found ``running`` then starts a new attempt. ``timeout_guard(seconds)`` arms a
         hard kill of this process after the task's timeout (uWSGI's user harakiri), 0 disarms.
+        ``handle``, if given, is recorded as the job's (see ``JobStore.claim``).
         Raises ``OutcomeNotRecorded`` when the attempt ended but its outcome could not be
         written; the next ``run`` of the job in this process writes it instead of running.
         """
@@ -91,7 +93,7 @@ class Runner:
             pending = self._unrecorded.pop(job_id, None)
         if pending is not None:
             return self._record(job_id, pending)
-        claim = self.store.claim(job_id, allow_rerun=allow_rerun)
+        claim = self.store.claim(job_id, allow_rerun=allow_rerun, handle=handle)
         job = claim.job
         if claim.verdict != RUNNING or job is None:
             if claim.error is not None and job is not None:

@@ -213,14 +213,15 @@ class JobStore:
                 (handle, backend, time.time(), job_id),
             )
 
-    def claim(self, job_id: str, *, allow_rerun: bool) -> Claim:
+    def claim(self, job_id: str, *, allow_rerun: bool, handle: str | None = None) -> Claim:
         """Start the job's next attempt, or say why not (see ``Claim``).
 
         A record found ``running`` whose owner is gone means the last attempt died (killed,
         timed out, crashed, or its run ended with a restart). With ``allow_rerun`` (the spooler,
         whose file survived) that attempt is recorded as lost and a new one starts if attempts
         remain, else the job fails. A record still ``running`` in another live process is left
-        to it (``busy``).
+        to it (``busy``). A ``handle`` given replaces the record's (the spooler names the file
+        it runs, in case recording it at the handover failed).
         """
         now = time.time()
         me = owner.here()
@@ -247,13 +248,14 @@ class JobStore:
             deadline = now + job.timeout if job.timeout else None
             tx.execute(
                 "UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?, pid = ?,"
-                " owner = ?, deadline = ?, error = coalesce(?, error), progress = NULL,"
-                " progress_message = NULL, updated_at = ? WHERE id = ?",
+                " owner = ?, handle = coalesce(?, handle), deadline = ?, error = coalesce(?, error),"
+                " progress = NULL, progress_message = NULL, updated_at = ? WHERE id = ?",
                 (
                     RUNNING,
                     now,
                     me.pid,
                     str(me),
+                    handle,
                     deadline,
                     json.dumps(lost) if lost else None,
                     now,

@@ -81,7 +81,9 @@ class SpoolerBackend:
             log.error("spool file %s has no job id: dropped", path)
             return SPOOL_OK
         try:
-            outcome = runner.run(job_id, allow_rerun=True, timeout_guard=self.uwsgi.set_user_harakiri)
+            outcome = runner.run(
+                job_id, allow_rerun=True, timeout_guard=self.uwsgi.set_user_harakiri, handle=str(path)
+            )
         except OutcomeNotRecorded as exc:
             log.warning("%s: spool file kept until it is", exc)
             return self._postpone(path, time.time() + RETRY_AFTER_INTERNAL_ERROR)
