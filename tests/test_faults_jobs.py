@@ -124,10 +124,10 @@ def test_every_job_succeeds_though_a_spooler_is_killed_under_load(
     def kill_spoolers() -> None:
         # One spooler at a time, while jobs are still flowing in and being run.
         while not enqueued.is_set() or len(kills) < 2:
-            busy = [s["pid"] for s in stack.stats()["spoolers"] if s["pid"] > 0 and s["pid"] not in kills]
-            if busy and len(kills) < 3:
-                os.kill(busy[0], signal.SIGKILL)
-                kills.append(busy[0])
+            spoolers = [s["pid"] for s in stack.stats()["spoolers"] if s["pid"] > 0 and s["pid"] not in kills]
+            if spoolers and len(kills) < 3:
+                os.kill(spoolers[0], signal.SIGKILL)
+                kills.append(spoolers[0])
             time.sleep(0.3)
             if len(kills) >= 3:
                 return
