@@ -11,53 +11,36 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 # Well under HARAKIRI: a request waiting this long for the write lock gets a 503, not a kill.
 BUSY_TIMEOUT_MS = 10_000
+WAL_AUTOCHECKPOINT_PAGES = 256
+WAL_SIZE_LIMIT = 1024 * 1024
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    task TEXT NOT NULL,
-    args TEXT NOT NULL,
-    backend TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL,
-    timeout REAL,
-    result TEXT,
-    error TEXT,
-    progress REAL,
-    progress_message TEXT,
-    request_id TEXT,
-    unique_key TEXT UNIQUE,
-    dispatch TEXT,
-    run_at REAL,
-    pid INTEGER,
-    deadline REAL,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at DESC);
-CREATE INDEX IF NOT EXISTS jobs_by_task ON jobs (task, created_at DESC);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
+# What an OperationalError's SQLite error code says: another writer holds the lock (try again
+# soon), or the disk is full or failing (try again once it is freed). Anything else is a bug.
+BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+DISK_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
+
+
+def is_transient(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is a busy database or a full or failing disk, which pass, not a bug."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return False
+    # Extended codes (SQLITE_IOERR_WRITE, SQLITE_BUSY_SNAPSHOT...) carry the primary in the low byte.
+    return code & 0xFF in BUSY_CODES | DISK_CODES
 
 
 class Database:
     """Connections to one SQLite file, made lazily per thread and never shared across a fork."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, migrations: Sequence[str] = ()) -> None:
         self.path = path
+        self.migrations = migrations
         self._local = threading.local()
 
     def connection(self) -> sqlite3.Connection:
@@ -72,16 +55,35 @@ class Database:
         # NORMAL is durable across process crashes in WAL mode; only a power cut can lose the
         # last commits, which the spool file (the job's durable copy) then replays.
         conn.execute("PRAGMA synchronous = NORMAL")
+        # A checkpoint every ~1 MB of WAL, and the WAL cut back to this size after each reset:
+        # without a limit it keeps its largest size for good, eating the space a full disk frees.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn
 
-    def migrate(self) -> None:
-        """Create the schema with a connection of its own, closed at once: safe before a fork."""
+    def migrate(self) -> int:
+        """Bring the schema to ``len(migrations)``: run, in one transaction, each migration the
+        database's ``user_version`` has not seen. Uses a connection of its own, closed at once
+        (safe before a fork). Returns the version reached."""
+        migrations = self.migrations
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                for script in migrations[version:]:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {max(version, len(migrations))}")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return max(version, len(migrations))
         finally:
             conn.close()
 
@@ -92,17 +94,25 @@ class Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield _Transaction(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # Also when COMMIT itself fails (a full disk): a transaction left open would make
+            # every later BEGIN on this connection fail.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def read(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, params).fetchall()
 
-    def ping(self) -> None:
-        """Raises ``sqlite3.Error`` when the database cannot be read."""
-        self.connection().execute("SELECT count(*) FROM jobs").fetchone()
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy the WAL into the database and truncate it to nothing, if no reader holds it back;
+        returns SQLite's (busy, WAL pages, pages checkpointed)."""
+        row = self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def wal_path(self) -> Path:
+        return self.path.with_name(self.path.name + "-wal")
 
 
 class _Transaction:

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -138,6 +138,47 @@ def test_fifty_queued_jobs_all_succeed_across_an_app_restart(docker_stack: Compo
 
     wait_until(all_finished, timeout=120, interval=0.5, what="the 50 jobs to finish")
     assert set(statuses.values()) == {"succeeded"}, statuses
+
+
+@pytest.mark.faults
+def test_jobs_running_at_a_restart_are_failed_or_rerun_not_left_running(
+    docker_stack: ComposeStack, figure: Callable[[str], None]
+) -> None:
+    wait_until(docker_stack.answers, timeout=60, what="the stack to answer")
+    jobs = {
+        "mule": {"task": "diag.sleep", "args": {"seconds": 120}, "backend": "mule"},
+        "thread": {"task": "diag.sleep", "args": {"seconds": 120}, "backend": "thread"},
+        "spooler": {"task": "diag.sleep_first", "args": {"seconds": 120}},
+    }
+    ids = {}
+    for backend, body in jobs.items():
+        answer = docker_stack.post("/api/jobs", json=body)
+        assert answer.status_code == 202, answer.text
+        ids[backend] = answer.json()["id"]
+    wait_until(
+        lambda: all(docker_stack.job_status(job_id) == "running" for job_id in ids.values()),
+        timeout=30,
+        what="the three jobs to run",
+    )
+    began = time.monotonic()
+    docker_stack.compose("restart", "app", timeout=90)
+    restarted = time.monotonic()
+    expected = {"mule": "failed", "thread": "failed", "spooler": "succeeded"}
+    wait_until(
+        lambda: all(docker_stack.job_status(ids[b]) == status for b, status in expected.items()),
+        timeout=90,
+        interval=0.5,
+        what=f"mule and thread jobs failed, the spooler job rerun: {ids}",
+    )
+    elapsed = time.monotonic() - restarted
+    records = {backend: docker_stack.get(f"/api/jobs/{job_id}").json() for backend, job_id in ids.items()}
+    for backend in ("mule", "thread"):
+        assert records[backend]["error"]["type"] == "WorkerLost", records[backend]
+    assert records["spooler"]["attempts"] == 2 and records["spooler"]["error"]["type"] == "WorkerLost"
+    figure(
+        f"restart took {restarted - began:.1f} s; {elapsed:.1f} s later the mule and thread jobs"
+        " were failed (WorkerLost) and the spooler job rerun and succeeded"
+    )
 
 
 def test_stop_lets_a_request_in_flight_finish_and_takes_under_15_seconds(

@@ -1,4 +1,7 @@
-"""The reaper: which unfinished jobs can no longer finish, and why."""
+"""The reaper and the claim: which unfinished jobs can no longer finish, and why.
+
+Owners are node/run/pid: a pid of a previous run (a restarted container reuses small pids)
+is gone even when a process with that pid is alive now."""
 
 from __future__ import annotations
 
@@ -7,10 +10,16 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from flask import Flask
 
 from app.jobs import Jobs
-from app.jobs.maintenance import lost_error
+from app.jobs import owner as owners
+from app.jobs.backends import Backend
+from app.jobs.backends.mule import MuleBackend
+from app.jobs.backends.spooler import SpoolerBackend
+from app.jobs.backends.thread import ThreadBackend
+from app.jobs.owner import Owner
 from app.jobs.store import Job
 
 
@@ -20,67 +29,137 @@ def dead_pid() -> int:
     return child.pid
 
 
-def record(app: Flask, backend: str, dispatch: str | None) -> Job:
+def previous_run(pid: int | None = None) -> Owner:
+    """A process of an earlier start of the master, whose pid is alive again now."""
+    return Owner(owners.node_id(), "1.1700000000", os.getpid() if pid is None else pid)
+
+
+@pytest.fixture
+def jobs(app: Flask, tmp_path: Path) -> Jobs:
+    """The app's job layer with the real backends' judgement (the test app runs jobs inline)."""
     jobs: Jobs = app.extensions["jobs"]
+    spooler = SpoolerBackend(None, tmp_path, jobs.store)  # type: ignore[arg-type]
+    backends: dict[str, Backend] = {
+        "spooler": spooler,
+        "thread": ThreadBackend(jobs.runner, later=spooler),
+        "mule": MuleBackend(None, spooler),  # type: ignore[arg-type]
+    }
+    jobs.backends = backends
+    return jobs
+
+
+def record(jobs: Jobs, backend: str, handle: str | None, max_attempts: int = 1) -> Job:
     job = jobs.store.create(
         task="diag.noop",
         args_json="{}",
         backend=backend,
-        max_attempts=1,
+        max_attempts=max_attempts,
         timeout=None,
         run_at=None,
         request_id=None,
-        dispatch=dispatch,
+        handle=handle,
     )
     assert job is not None
     return job
 
 
-def test_a_thread_job_queued_in_a_dead_process_is_lost(app: Flask) -> None:
-    job = record(app, "thread", f"pid:{dead_pid()}")
-    error = lost_error(job, None)
-    assert error is not None and error["type"] == "WorkerLost"
-    assert lost_error(record(app, "thread", f"pid:{os.getpid()}"), None) is None
+def running(jobs: Jobs, job: Job, holder: Owner) -> Job:
+    """The job as a process ``holder`` left it: claimed, running."""
+    with jobs.db.write() as tx:
+        tx.execute(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, owner = ?, pid = ? WHERE id = ?",
+            (str(holder), holder.pid, job.id),
+        )
+    return jobs.get(job.id)
 
 
-def test_a_mule_job_queued_before_a_reload_is_lost(app: Flask) -> None:
-    job = record(app, "mule", "mule:100:1700000000")
-    assert lost_error(job, "mule:100:1700000000") is None
-    error = lost_error(job, "mule:100:1700009999")
-    assert error is not None and "reloaded" in error["message"]
+def lost(jobs: Jobs, job: Job) -> dict[str, object] | None:
+    from app.jobs.maintenance import lost_error
+
+    return lost_error(jobs, job)
 
 
-def test_a_running_job_is_lost_only_once_its_process_is_gone(app: Flask) -> None:
-    jobs: Jobs = app.extensions["jobs"]
-    job = record(app, "mule", None)
-    running = jobs.store.claim(job.id, allow_rerun=False).job
-    assert running is not None and running.pid == os.getpid()
-    assert lost_error(running, None) is None
-    dead = Job(**{**running.__dict__, "pid": dead_pid(), "deadline": time.time() - 1, "timeout": 2.0})
-    error = lost_error(dead, None)
-    assert error is not None and error["type"] == "TimeoutError"
+def test_a_thread_job_queued_in_a_dead_process_is_lost(jobs: Jobs) -> None:
+    gone = lost(jobs, record(jobs, "thread", str(owners.here(dead_pid()))))
+    assert gone is not None and gone["type"] == "WorkerLost"
+    assert lost(jobs, record(jobs, "thread", str(owners.here()))) is None
 
 
-def test_a_job_whose_spool_file_exists_is_left_to_the_spooler(app: Flask, tmp_path: Path) -> None:
+def test_a_thread_job_queued_before_a_restart_is_lost_though_its_pid_is_alive_again(jobs: Jobs) -> None:
+    gone = lost(jobs, record(jobs, "thread", str(previous_run())))
+    assert gone is not None and gone["type"] == "WorkerLost"
+
+
+def test_a_mule_job_queued_before_a_reload_is_lost(jobs: Jobs) -> None:
+    assert lost(jobs, record(jobs, "mule", str(owners.master()))) is None
+    gone = lost(jobs, record(jobs, "mule", str(previous_run())))
+    assert gone is not None and "reloaded" in str(gone["message"])
+
+
+def test_a_running_job_is_lost_only_once_its_process_is_gone(jobs: Jobs) -> None:
+    job = record(jobs, "mule", None)
+    claimed = jobs.store.claim(job.id, allow_rerun=False).job
+    assert claimed is not None and claimed.pid == os.getpid()
+    assert claimed.holder == owners.here()
+    assert lost(jobs, claimed) is None
+    dead = running(jobs, job, owners.here(dead_pid()))
+    timed_out = Job(**{**dead.__dict__, "deadline": time.time() - 1, "timeout": 2.0})
+    gone = lost(jobs, timed_out)
+    assert gone is not None and gone["type"] == "TimeoutError"
+
+
+@pytest.mark.parametrize("backend", ["mule", "thread"])
+def test_a_job_running_when_uwsgi_restarted_is_lost_though_its_pid_is_alive_again(
+    jobs: Jobs, backend: str
+) -> None:
+    job = running(jobs, record(jobs, backend, None), previous_run())
+    gone = lost(jobs, job)
+    assert gone is not None and gone["type"] == "WorkerLost" and "restarted" in str(gone["message"])
+
+
+def test_a_job_whose_spool_file_exists_is_left_to_the_spooler(jobs: Jobs, tmp_path: Path) -> None:
     spool_file = tmp_path / "uwsgi_spoolfile_on_test"
     spool_file.write_bytes(b"")
-    jobs: Jobs = app.extensions["jobs"]
-    job = record(app, "spooler", str(spool_file))
-    running = jobs.store.claim(job.id, allow_rerun=True).job
-    assert running is not None
-    gone = Job(**{**running.__dict__, "pid": dead_pid()})
-    assert lost_error(gone, None) is None
+    job = running(jobs, record(jobs, "spooler", str(spool_file)), owners.here(dead_pid()))
+    assert lost(jobs, job) is None
     spool_file.unlink()
-    assert lost_error(gone, None) is not None
+    assert lost(jobs, job) is not None
 
 
-def test_reaping_fails_the_lost_jobs_and_leaves_the_rest(app: Flask) -> None:
+def test_the_spooler_reruns_a_job_whose_owner_ran_before_a_restart(jobs: Jobs) -> None:
+    job = running(jobs, record(jobs, "spooler", None, max_attempts=2), previous_run())
+    claim = jobs.store.claim(job.id, allow_rerun=True)
+    assert claim.verdict == "running" and claim.job is not None
+    assert claim.job.attempts == 2 and claim.job.holder == owners.here()
+    assert claim.job.error is not None and claim.job.error["type"] == "WorkerLost"
+
+
+def test_a_job_running_in_another_live_process_of_this_run_is_left_to_it(jobs: Jobs) -> None:
+    sibling = subprocess.Popen(["sleep", "30"])
+    try:
+        job = running(jobs, record(jobs, "spooler", None, max_attempts=2), owners.here(sibling.pid))
+        assert jobs.store.claim(job.id, allow_rerun=True).verdict == "busy"
+    finally:
+        sibling.kill()
+        sibling.wait()
+
+
+def test_reaping_fails_the_lost_jobs_and_leaves_the_rest(app: Flask, jobs: Jobs) -> None:
     from app.jobs.maintenance import reap
 
-    lost = record(app, "thread", f"pid:{dead_pid()}")
-    alive = record(app, "thread", f"pid:{os.getpid()}")
+    gone = record(jobs, "thread", str(owners.here(dead_pid())))
+    restarted = running(jobs, record(jobs, "mule", None), previous_run())
+    alive = record(jobs, "thread", str(owners.here()))
     with app.app_context():
-        assert reap() == {"reaped": 1}
-    jobs: Jobs = app.extensions["jobs"]
-    assert jobs.get(lost.id).status == "failed"
+        assert reap() == {"reaped": 2}
+    assert jobs.get(gone.id).status == "failed"
+    assert jobs.get(restarted.id).status == "failed"
     assert jobs.get(alive.id).status == "queued"
+
+
+def test_cancelling_a_spooled_job_removes_its_spool_file(jobs: Jobs, tmp_path: Path) -> None:
+    spool_file = tmp_path / "uwsgi_spoolfile_on_test"
+    spool_file.write_bytes(b"")
+    job = record(jobs, "spooler", str(spool_file))
+    assert jobs.cancel(job.id).status == "cancelled"
+    assert not spool_file.exists()

@@ -70,7 +70,9 @@ def test_a_loopback_client_naming_a_foreign_host_is_refused(client: FlaskClient)
 
 def test_a_database_error_is_a_503_with_a_json_body(app: Flask, client: FlaskClient) -> None:
     def broken() -> None:
-        raise sqlite3.OperationalError("database is locked")
+        locked = sqlite3.OperationalError("database is locked")
+        locked.sqlite_errorcode = sqlite3.SQLITE_BUSY  # as SQLite sets it; a bare error is a bug (500)
+        raise locked
 
     app.extensions["jobs"].store.db.connection = broken
     response = client.get("/api/jobs")

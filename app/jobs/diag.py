@@ -29,6 +29,16 @@ def sleep(seconds: float = 1.0) -> dict[str, float]:
     return {"slept": seconds}
 
 
+@job("diag.sleep_first", max_attempts=2)
+def sleep_first(seconds: float = 60.0) -> dict[str, int]:
+    """Sleeps on its first attempt only: a job to kill mid-run and see rerun at once."""
+    running = current_job()
+    attempt = running.attempt if running else 1
+    if attempt == 1:
+        time.sleep(float(seconds))
+    return {"attempt": attempt}
+
+
 @job("diag.cpu", max_attempts=1)
 def cpu(n: int = 100_000) -> dict[str, int]:
     """Pure-Python work: the sum of squares below n."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import logging
-import os
 import re
+import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from app.jobs.backends.thread import InlineBackend, ThreadBackend
 from app.jobs.periodic import Schedule, install
 from app.jobs.registry import BACKENDS, MAX_ATTEMPTS, InvalidJob, JobError, Task, registry
 from app.jobs.runner import Runner, describe_error
+from app.jobs.schema import MIGRATIONS
 from app.jobs.store import CANCELLED, Job, JobStore
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class Jobs:
 
     def __init__(self, app: Flask, settings: Settings, *, local_mode: str | None = None) -> None:
         self.settings = settings
-        self.db = Database(settings.database_path)
+        self.db = Database(settings.database_path, MIGRATIONS)
         self.store = JobStore(self.db)
         self.registry = registry
         self.runner = Runner(app, self.store, registry)
@@ -137,7 +137,7 @@ class Jobs:
             run_at=run_at,
             request_id=request_id or _request_id(),
             unique_key=unique_key,
-            dispatch=handler.tag(),
+            handle=handler.new_handle(),
         )
         if job is None:
             assert unique_key is not None
@@ -145,7 +145,10 @@ class Jobs:
             assert existing is not None  # the key is taken, and records with one are not purged early
             return existing
         self._submit(job, task, run_at)
-        return self.store.get(job.id) or job
+        try:
+            return self.store.get(job.id) or job
+        except sqlite3.Error:
+            return job  # handed over: it exists and will run, whatever the database says now
 
     def option_problems(
         self, args: object, backend: object, delay: object, max_attempts: object
@@ -173,7 +176,8 @@ class Jobs:
 
     def _submit(self, job: Job, task: Task, run_at: float | None) -> None:
         """Hand the recorded job to its backend (or, when a mule queue is full and the task
-        says so, to the spooler); if that fails, the record says so and the error is raised."""
+        says so, to the spooler). If that fails, the job is failed, so that the record agrees
+        with the error raised: the job will not run."""
         try:
             try:
                 self.backends[job.backend].submit(job, run_at)
@@ -182,10 +186,21 @@ class Jobs:
                     raise
                 self.backends["spooler"].submit(job, run_at)
         except Exception as exc:
-            self.store.fail_unstarted(job.id, describe_error(exc))
+            self._fail_unsubmitted(job, exc)
             if isinstance(exc, JobError):
                 raise
             raise JobError(f"job {job.id} could not be handed to the {job.backend}: {exc}") from exc
+
+    def _fail_unsubmitted(self, job: Job, exc: Exception) -> None:
+        """Fail a job its backend refused; on a full disk the write may need a few tries."""
+        for delay in (0.0, 0.2, 1.0):
+            time.sleep(delay)
+            try:
+                self.store.fail_unstarted(job.id, describe_error(exc))
+                return
+            except sqlite3.Error as error:
+                last = error
+        log.error("job %s was not handed over and stays queued in the record: %s", job.id, last)
 
     def get(self, job_id: str) -> Job:
         job = self.store.get(job_id)
@@ -200,22 +215,22 @@ class Jobs:
         handler = self.backends.get(job.backend)
         if handler is None:
             raise JobConflict(f"job {job_id} ran on the {job.backend}, which is not available here")
-        requeued = self.store.requeue(job_id, task.max_attempts, dispatch=handler.tag())
+        requeued = self.store.requeue(job_id, task.max_attempts, handle=handler.new_handle())
         if requeued is None:
             raise JobConflict(f"job {job_id} is {job.status}: only failed or cancelled jobs can be retried")
         self._submit(requeued, task, None)
         return self.get(job_id)
 
     def cancel(self, job_id: str) -> Job:
-        """Cancel a job that has not started; its spool file, if any, is removed."""
+        """Cancel a job that has not started; its backend drops its copy (a spool file)."""
         job = self.get(job_id)
         if job.status == CANCELLED:
             return job
         if not self.store.cancel(job_id):
             raise JobConflict(f"job {job_id} is {job.status}: only jobs not yet started can be cancelled")
-        if job.dispatch and os.path.isabs(job.dispatch):  # its spool file
-            with contextlib.suppress(OSError):
-                os.unlink(job.dispatch)
+        handler = self.backends.get(job.backend)
+        if handler is not None:
+            handler.cancel(job)
         return self.get(job_id)
 
 

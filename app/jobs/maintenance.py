@@ -2,60 +2,45 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
-from app import runtime
-from app.jobs.backends.mule import generation
-from app.jobs.extension import current_jobs
+from app.jobs.extension import Jobs, current_jobs
 from app.jobs.periodic import periodic
-from app.jobs.store import RUNNING, Job, error_record, lost_attempt_error, process_alive
+from app.jobs.store import RUNNING, Job
 
 
 # Every 10 minutes rather than hourly: a reload restarts uWSGI's timers.
 @periodic("jobs.purge", every=600, max_attempts=1)
 def purge() -> dict[str, int]:
-    """Delete finished job records older than JOBS_RETENTION_DAYS."""
+    """Delete finished job records older than JOBS_RETENTION_DAYS, then give the WAL's space
+    back to the disk (a checkpoint that truncates it)."""
     jobs = current_jobs()
     cutoff = time.time() - jobs.settings.jobs_retention_days * 86400
-    return {"purged": jobs.store.purge(cutoff)}
+    purged = jobs.store.purge(cutoff)
+    # 1 when a reader held the WAL back: it is truncated on a later run.
+    blocked, _, _ = jobs.db.checkpoint()
+    return {"purged": purged, "wal_checkpoint_blocked": blocked}
 
 
 @periodic("jobs.reap", every=15, max_attempts=1)
 def reap() -> dict[str, int]:
-    """Fail mule and thread jobs whose process died, or whose mule message a reload dropped."""
-    store = current_jobs().store
-    uwsgi = runtime.uwsgi_module()
-    current = generation(uwsgi) if uwsgi is not None else None
+    """Fail the jobs that can no longer finish: each backend says which of its jobs are lost
+    (their process died, or its run ended with a reload or a restart)."""
+    jobs = current_jobs()
     reaped = 0
-    for job in store.reap_candidates():
-        error = lost_error(job, current)
+    for job in jobs.store.reap_candidates(name for name, b in jobs.backends.items() if b.volatile):
+        error = lost_error(jobs, job)
         if error is None:
             continue
         if job.status == RUNNING:
-            reaped += store.fail_attempt(job, error, retry_at=None)
+            reaped += jobs.store.fail_attempt(job, error, retry_at=None)
         else:
-            reaped += store.fail_unstarted(job.id, error)
+            reaped += jobs.store.fail_unstarted(job.id, error)
     return {"reaped": reaped}
 
 
-def lost_error(job: Job, mule_generation: str | None) -> dict[str, Any] | None:
-    """Why a running or queued job can no longer finish, or None if it still may.
-
-    A job whose spool file exists is left alone: the spooler runs it (again).
-    """
-    dispatch = job.dispatch or ""
-    if os.path.isabs(dispatch) and os.path.exists(dispatch):
-        return None
-    if job.status == RUNNING:
-        if job.pid is None or process_alive(job.pid):
-            return None
-        return lost_attempt_error(job, time.time())
-    if dispatch.startswith("pid:") and not process_alive(int(dispatch[4:])):
-        return error_record(
-            "WorkerLost", f"process {dispatch[4:]} died before starting the job (thread backend)"
-        )
-    if dispatch.startswith("mule:") and mule_generation and dispatch != mule_generation:
-        return error_record("WorkerLost", "uWSGI reloaded or restarted before a mule read the job's message")
-    return None
+def lost_error(jobs: Jobs, job: Job) -> dict[str, Any] | None:
+    """Why a running or queued job can no longer finish, as its backend judges, or None."""
+    backend = jobs.backends.get(job.backend)
+    return backend.lost(job) if backend is not None else None

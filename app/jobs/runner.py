@@ -6,6 +6,8 @@ import json
 import logging
 import math
 import random
+import sqlite3
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.jobs.context import RunningJob, _current
-from app.jobs.registry import TaskRegistry, UnknownTask
+from app.jobs.registry import JobError, TaskRegistry, UnknownTask
 from app.jobs.store import FAILED, RETRYING, RUNNING, SUCCEEDED
 
 if TYPE_CHECKING:
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How long a mule or thread keeps retrying an outcome the database refused: about a minute.
+UNRECORDED_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -33,6 +38,11 @@ class Outcome:
     job: Job | None
     status: str
     retry_at: float | None = None
+
+
+class OutcomeNotRecorded(JobError):
+    """An attempt ended, but the database refused its outcome (a full disk, say): the runner
+    keeps it and records it when the job comes up again in this process, instead of rerunning."""
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
@@ -58,6 +68,9 @@ class Runner:
         self.app = app
         self.store = store
         self.registry = registry
+        # Outcomes the database refused, by job id: recorded on the job's next run here.
+        self._unrecorded: dict[str, Callable[[], Outcome]] = {}
+        self._unrecorded_lock = threading.Lock()
 
     def run(
         self,
@@ -65,14 +78,22 @@ class Runner:
         *,
         allow_rerun: bool,
         timeout_guard: Callable[[int], None] | None = None,
+        handle: str | None = None,
     ) -> Outcome:
         """Run the next attempt of ``job_id`` and record how it ended.
 
         ``allow_rerun`` is for backends whose copy of the job survives a crash (the spooler):
         a record found ``running`` then starts a new attempt. ``timeout_guard(seconds)`` arms a
         hard kill of this process after the task's timeout (uWSGI's user harakiri), 0 disarms.
+        ``handle``, if given, is recorded as the job's (see ``JobStore.claim``).
+        Raises ``OutcomeNotRecorded`` when the attempt ended but its outcome could not be
+        written; the next ``run`` of the job in this process writes it instead of running.
         """
-        claim = self.store.claim(job_id, allow_rerun=allow_rerun)
+        with self._unrecorded_lock:
+            pending = self._unrecorded.pop(job_id, None)
+        if pending is not None:
+            return self._record(job_id, pending)
+        claim = self.store.claim(job_id, allow_rerun=allow_rerun, handle=handle)
         job = claim.job
         if claim.verdict != RUNNING or job is None:
             if claim.error is not None and job is not None:
@@ -81,8 +102,8 @@ class Runner:
         try:
             task = self.registry.get(job.task)
         except UnknownTask as exc:
-            self.store.fail_attempt(job, describe_error(exc), retry_at=None)
-            return Outcome(job, FAILED)
+            unknown = describe_error(exc)
+            return self._record(job.id, lambda: self._fail(job, unknown))
 
         running = RunningJob(job.id, job.attempts, job.max_attempts, self.store.report_progress)
         token = _current.set(running)
@@ -94,23 +115,50 @@ class Runner:
                 result = task.func(*args) if isinstance(args, list) else task.func(**args)
             result_json = json.dumps(result, default=str)
         except (Exception, SystemExit) as exc:  # SystemExit too: a thread job would stay running
-            return self._failed_attempt(job, task.backoff, task.max_backoff, exc)
+            error = describe_error(exc)
+            return self._record(
+                job.id, lambda: self._failed_attempt(job, task.backoff, task.max_backoff, error)
+            )
         finally:
             if timeout_guard is not None and job.timeout:
                 timeout_guard(0)
             _current.reset(token)
+        return self._record(job.id, lambda: self._succeed(job, result_json))
+
+    def _record(self, job_id: str, write: Callable[[], Outcome]) -> Outcome:
+        """Run ``write``, the attempt's outcome; if the database refuses it, keep it for the job's
+        next run here and raise ``OutcomeNotRecorded``."""
+        try:
+            return write()
+        except sqlite3.Error as exc:
+            with self._unrecorded_lock:
+                self._unrecorded[job_id] = write
+            raise OutcomeNotRecorded(f"job {job_id}: its outcome is not recorded yet: {exc}") from exc
+
+    def _succeed(self, job: Job, result_json: str) -> Outcome:
         self.store.succeed(job, result_json)
         return Outcome(job, SUCCEEDED)
 
-    def _failed_attempt(self, job: Job, backoff: float, cap: float, exc: BaseException) -> Outcome:
-        error = describe_error(exc)
+    def _fail(self, job: Job, error: dict[str, Any]) -> Outcome:
+        self.store.fail_attempt(job, error, retry_at=None)
+        return Outcome(job, FAILED)
+
+    def _failed_attempt(self, job: Job, backoff: float, cap: float, error: dict[str, Any]) -> Outcome:
         if job.attempts < job.max_attempts:
             retry_at = time.time() + backoff_delay(job.attempts, backoff, cap)
             self.store.fail_attempt(job, error, retry_at=retry_at)
-            log.info("job %s %s attempt %d failed (%s), retry due", job.id, job.task, job.attempts, exc)
+            log.info(
+                "job %s %s attempt %d failed (%s), retry due",
+                job.id,
+                job.task,
+                job.attempts,
+                error["message"],
+            )
             return Outcome(job, RETRYING, retry_at)
         self.store.fail_attempt(job, error, retry_at=None)
-        log.warning("job %s %s failed after %d attempts: %s", job.id, job.task, job.attempts, exc)
+        log.warning(
+            "job %s %s failed after %d attempts: %s", job.id, job.task, job.attempts, error["message"]
+        )
         return Outcome(job, FAILED)
 
     def run_once(
@@ -120,7 +168,7 @@ class Runner:
         retry to ``retries``; never raises. After an internal error (the database, say) the
         job is failed rather than left ``running`` or ``retrying``, as far as that error allows."""
         try:
-            outcome = self.run(job_id, allow_rerun=False, timeout_guard=timeout_guard)
+            outcome = self._run_until_recorded(job_id, timeout_guard)
             if outcome.retry_at is not None and outcome.job is not None:
                 retries.submit(outcome.job, outcome.retry_at)
         except Exception as exc:
@@ -133,3 +181,18 @@ class Runner:
                     self.store.fail_unstarted(job_id, describe_error(exc))
             except Exception:
                 log.exception("job %s: could not record its internal error", job_id)
+
+    def _run_until_recorded(self, job_id: str, timeout_guard: Callable[[int], None] | None) -> Outcome:
+        """``run``, then, while the database refuses the outcome, retry writing it with backoff
+        for up to a minute: a mule or thread job has no file to come back to it later."""
+        try:
+            return self.run(job_id, allow_rerun=False, timeout_guard=timeout_guard)
+        except OutcomeNotRecorded:
+            log.warning("job %s: outcome not recorded, retrying the write", job_id)
+        for delay in UNRECORDED_RETRY_DELAYS:
+            time.sleep(delay)
+            try:
+                return self.run(job_id, allow_rerun=False)
+            except OutcomeNotRecorded:
+                continue
+        raise OutcomeNotRecorded(f"job {job_id}: its outcome could not be recorded")

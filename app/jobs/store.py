@@ -7,12 +7,14 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Sized
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from app.db import Database
+from app.jobs import owner
+from app.jobs.owner import Owner
 
 QUEUED = "queued"
 SCHEDULED = "scheduled"
@@ -66,14 +68,20 @@ class Job:
     progress_message: str | None
     request_id: str | None
     unique_key: str | None
-    dispatch: str | None
+    handle: str | None
     run_at: float | None
     pid: int | None
+    owner: str | None
     deadline: float | None
     created_at: float
     started_at: float | None
     finished_at: float | None
     updated_at: float
+
+    @property
+    def holder(self) -> Owner | None:
+        """The process that runs (or ran) the current attempt, if this version recorded it."""
+        return Owner.parse(self.owner)
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -131,7 +139,7 @@ class JobStore:
         run_at: float | None,
         request_id: str | None,
         unique_key: str | None = None,
-        dispatch: str | None = None,
+        handle: str | None = None,
     ) -> Job | None:
         """Insert a new record; returns None when ``unique_key`` is already taken."""
         now = time.time()
@@ -147,7 +155,7 @@ class JobStore:
             "timeout": timeout,
             "request_id": request_id,
             "unique_key": unique_key,
-            "dispatch": dispatch,
+            "handle": handle,
             "run_at": run_at,
             "created_at": now,
             "updated_at": now,
@@ -197,23 +205,26 @@ class JobStore:
         )
         return [Job.from_row(row) for row in rows]
 
-    def set_dispatch(self, job_id: str, dispatch: str | None, backend: str | None = None) -> None:
-        """Remember where the job was handed (a spool file's path), and on which backend."""
+    def set_handle(self, job_id: str, handle: str | None, backend: str | None = None) -> None:
+        """Remember the backend's handle on the job (a spool file's path), and which backend."""
         with self.db.write() as tx:
             tx.execute(
-                "UPDATE jobs SET dispatch = ?, backend = coalesce(?, backend), updated_at = ? WHERE id = ?",
-                (dispatch, backend, time.time(), job_id),
+                "UPDATE jobs SET handle = ?, backend = coalesce(?, backend), updated_at = ? WHERE id = ?",
+                (handle, backend, time.time(), job_id),
             )
 
-    def claim(self, job_id: str, *, allow_rerun: bool) -> Claim:
+    def claim(self, job_id: str, *, allow_rerun: bool, handle: str | None = None) -> Claim:
         """Start the job's next attempt, or say why not (see ``Claim``).
 
-        A record found ``running`` whose process is gone means the last attempt died (killed,
-        timed out or crashed). With ``allow_rerun`` (the spooler, whose file survived) that
-        attempt is recorded as lost and a new one starts if attempts remain, else the job fails.
-        A record still ``running`` in a live process is left to it (``busy``).
+        A record found ``running`` whose owner is gone means the last attempt died (killed,
+        timed out, crashed, or its run ended with a restart). With ``allow_rerun`` (the spooler,
+        whose file survived) that attempt is recorded as lost and a new one starts if attempts
+        remain, else the job fails. A record still ``running`` in another live process is left
+        to it (``busy``). A ``handle`` given replaces the record's (the spooler names the file
+        it runs, in case recording it at the handover failed).
         """
         now = time.time()
+        me = owner.here()
         with self.db.write() as tx:
             row = tx.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
@@ -223,7 +234,7 @@ class JobStore:
             if job.status == RUNNING:
                 if not allow_rerun:
                     return Claim(job, SKIP)
-                if job.pid is not None and job.pid != os.getpid() and process_alive(job.pid):
+                if job.holder != me and owner.alive(job.holder):
                     return Claim(job, BUSY)
                 lost = lost_attempt_error(job, now)
                 if job.attempts >= job.max_attempts:
@@ -237,9 +248,19 @@ class JobStore:
             deadline = now + job.timeout if job.timeout else None
             tx.execute(
                 "UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?, pid = ?,"
-                " deadline = ?, error = coalesce(?, error), progress = NULL,"
-                " progress_message = NULL, updated_at = ? WHERE id = ?",
-                (RUNNING, now, os.getpid(), deadline, json.dumps(lost) if lost else None, now, job_id),
+                " owner = ?, handle = coalesce(?, handle), deadline = ?, error = coalesce(?, error),"
+                " progress = NULL, progress_message = NULL, updated_at = ? WHERE id = ?",
+                (
+                    RUNNING,
+                    now,
+                    me.pid,
+                    str(me),
+                    handle,
+                    deadline,
+                    json.dumps(lost) if lost else None,
+                    now,
+                    job_id,
+                ),
             )
             claimed = tx.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Claim(Job.from_row(claimed), RUNNING)
@@ -304,28 +325,39 @@ class JobStore:
                 (progress, message, time.time(), job_id, RUNNING),
             )
 
-    def requeue(self, job_id: str, extra_attempts: int, dispatch: str | None) -> Job | None:
+    def requeue(self, job_id: str, extra_attempts: int, handle: str | None) -> Job | None:
         """Put a failed or cancelled job back in the queue with ``extra_attempts`` more tries."""
         now = time.time()
         with self.db.write() as tx:
             cursor = tx.execute(
                 "UPDATE jobs SET status = ?, max_attempts = attempts + ?, run_at = NULL,"
-                " finished_at = NULL, dispatch = ?, updated_at = ?"
+                " finished_at = NULL, handle = ?, updated_at = ?"
                 " WHERE id = ? AND status IN (?, ?)",
-                (QUEUED, extra_attempts, dispatch, now, job_id, FAILED, CANCELLED),
+                (QUEUED, extra_attempts, handle, now, job_id, FAILED, CANCELLED),
             )
             if cursor.rowcount == 0:
                 return None
         return self.get(job_id)
 
-    def reap_candidates(self) -> builtins.list[Job]:
-        """Jobs the reaper looks at: every running one, and mule and thread jobs not yet started
-        (spooler jobs waiting in their files are the bulk of a backlog, and safe)."""
+    def reap_candidates(self, volatile_backends: Iterable[str]) -> builtins.list[Job]:
+        """Jobs the reaper looks at: every running one, and the queued jobs of the backends
+        whose handover can be lost (a durable backlog, such as spool files, is the bulk and safe)."""
+        names = tuple(volatile_backends)
         rows = self.db.read(
-            "SELECT * FROM jobs WHERE status = ? OR (status = ? AND backend IN ('mule', 'thread'))",
-            (RUNNING, QUEUED),
+            f"SELECT * FROM jobs WHERE status = ? OR (status = ? AND backend IN ({_marks(names)}))",
+            (RUNNING, QUEUED, *names),
         )
         return [Job.from_row(row) for row in rows]
+
+    def record_readiness(self) -> None:
+        """Commit a one-row write: raises ``sqlite3.Error`` when the database cannot take one
+        (a full disk fails the commit, which must reach the WAL file, not a rolled-back write)."""
+        with self.db.write() as tx:
+            tx.execute(
+                "INSERT INTO readiness (id, checked_at, pid) VALUES (1, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at, pid = excluded.pid",
+                (time.time(), os.getpid()),
+            )
 
     def purge(self, older_than: float) -> int:
         """Delete finished records whose end is before ``older_than``; returns how many."""
@@ -352,22 +384,23 @@ class JobStore:
         return int(rows[0]["value"]) if rows else 0
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def lost_attempt_error(job: Job, now: float) -> dict[str, Any]:
-    """The error recorded for an attempt whose process died: its timeout, or a crash."""
+    """The error recorded for an attempt whose owner is gone: its timeout, a crash, a restart;
+    or, found in its own process, an attempt whose outcome could not be recorded."""
+    holder = job.holder
+    if holder == owner.here():
+        return error_record(
+            "InternalError", f"attempt {job.attempts} ended without its outcome recorded (see the log)"
+        )
     if job.deadline is not None and now >= job.deadline:
         return error_record(
             "TimeoutError", f"attempt {job.attempts} ran past its {job.timeout:g} s timeout and was killed"
+        )
+    if holder is not None and holder.run != owner.current_run():
+        return error_record(
+            "WorkerLost",
+            f"attempt {job.attempts}: uWSGI restarted or reloaded (run {holder.run} ended)"
+            f" before process {holder.pid} finished the job",
         )
     return error_record(
         "WorkerLost", f"attempt {job.attempts}: process {job.pid} died before the job finished"

@@ -10,6 +10,7 @@ from flask import Flask, Request, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from app.db import BUSY_CODES, is_transient
 from app.jobs import InvalidJob, JobConflict, JobError, JobNotFound, QueueFull, UnknownTask
 
 log = logging.getLogger(__name__)
@@ -99,11 +100,16 @@ def register(app: Flask) -> None:
     def job_error(exc: JobError) -> ResponseReturnValue:
         return api_error(as_api_error(exc))
 
-    @app.errorhandler(sqlite3.OperationalError)
-    def database_busy(exc: sqlite3.OperationalError) -> ResponseReturnValue:
-        log.error("database error: %s", exc)
-        body = error_body("database_unavailable", "the database is busy or unavailable; try again")
-        return jsonify(body), 503, {"Retry-After": "1"}
+    @app.errorhandler(sqlite3.Error)
+    def database_error(exc: sqlite3.Error) -> ResponseReturnValue:
+        # Busy, locked or a full disk pass: 503, try again. Anything else (a missing column,
+        # a bad statement) is a bug that retrying cannot fix: 500, logged with its traceback.
+        if not is_transient(exc):
+            log.exception("database error")
+            return jsonify(error_body("internal_error", InternalServerError.description)), 500
+        log.error("database unavailable: %s", exc)
+        body = error_body("database_unavailable", f"the database cannot take this now ({exc}); try again")
+        return jsonify(body), 503, {"Retry-After": "1" if _busy(exc) else "10"}
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> ResponseReturnValue:
@@ -120,3 +126,7 @@ def register(app: Flask) -> None:
         log.exception("unhandled error")
         body = error_body("internal_error", InternalServerError.description)
         return jsonify(body), 500
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in BUSY_CODES

@@ -2,15 +2,20 @@
 
 Each backend hands a stored job to its executor (``submit``) and, in the executing process,
 runs it through the shared ``Runner``. The choice of backend is the task's; the guarantees are
-the backend's: spooler at least once, mule and thread at most once.
+the backend's: spooler at least once, mule and thread at most once. What differs between them
+(what the record's ``handle`` means, when a job handed over is lost, how a cancel reaches the
+executor) is answered by the backend alone: a new backend is one module, plus its line in
+``Jobs.__init__`` and its name in ``registry.BACKENDS``.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from typing import Any, Protocol
 
+from app.jobs import owner
 from app.jobs.registry import JobError
-from app.jobs.store import Job
+from app.jobs.store import RUNNING, Job, error_record, lost_attempt_error
 
 
 class QueueFull(JobError):
@@ -19,10 +24,32 @@ class QueueFull(JobError):
 
 class Backend(Protocol):
     name: str
+    #: Whether a job handed over but not started can vanish (an in-memory queue): the reaper
+    #: then looks at this backend's queued jobs too, not only at running ones.
+    volatile: bool
 
-    def tag(self) -> str | None:
-        """What the record keeps as its ``dispatch`` before the handover, so that the reaper
-        can tell a handover that was lost (its process died, or the mules' queue with a reload)."""
+    def new_handle(self) -> str | None:
+        """What the record keeps as its ``handle`` before the handover: what ``lost`` needs to
+        tell whether the handover still holds. Only this backend reads it."""
 
     def submit(self, job: Job, at: float | None = None) -> None:
-        """Hand ``job`` over to run no earlier than ``at``; raises ``JobError`` if it can't."""
+        """Hand ``job`` over to run no earlier than ``at``; raises ``JobError`` if it can't.
+        Once the executor has the job, a failure to record more of it must not raise."""
+
+    def lost(self, job: Job) -> dict[str, Any] | None:
+        """Why ``job`` (running, or queued on a volatile backend) can no longer finish, as the
+        record's error, or None if it still may."""
+
+    def cancel(self, job: Job) -> None:
+        """Drop the executor's copy of ``job``, which has just been cancelled before it started."""
+
+
+def lost_with_owner(job: Job, gone: str) -> dict[str, Any] | None:
+    """``Backend.lost`` for a backend whose handle is the ``Owner`` holding the queued job in
+    memory: lost once that owner, or the running attempt's, is gone; ``gone`` says how."""
+    if job.status == RUNNING:
+        return None if owner.alive(job.holder) else lost_attempt_error(job, time.time())
+    holder = owner.Owner.parse(job.handle)
+    if owner.alive(holder):
+        return None
+    return error_record("WorkerLost", f"{gone} ({holder or 'an older version'}) before the job started")

@@ -11,8 +11,10 @@ import json
 import logging
 import time
 from types import ModuleType
+from typing import Any
 
-from app.jobs.backends import Backend, QueueFull
+from app.jobs import owner
+from app.jobs.backends import Backend, QueueFull, lost_with_owner
 from app.jobs.runner import Runner
 from app.jobs.store import Job
 
@@ -21,13 +23,21 @@ log = logging.getLogger(__name__)
 
 class MuleBackend:
     name = "mule"
+    volatile = True
 
     def __init__(self, uwsgi: ModuleType, later: Backend) -> None:
         self.uwsgi = uwsgi
         self.later = later
 
-    def tag(self) -> str:
-        return generation(self.uwsgi)
+    def new_handle(self) -> str:
+        """The master of this run: it holds the mules' queue, which its reload or restart drops."""
+        return str(owner.master())
+
+    def lost(self, job: Job) -> dict[str, Any] | None:
+        return lost_with_owner(job, "uWSGI reloaded or restarted, dropping the mule queue")
+
+    def cancel(self, job: Job) -> None:
+        """Nothing to drop: the message stays queued, and the mule skips a cancelled job."""
 
     def submit(self, job: Job, at: float | None = None) -> None:
         """Send the job id to the mules' shared queue; raises ``QueueFull`` when it is full."""
@@ -47,9 +57,3 @@ class MuleBackend:
             log.error("mule message %r is not a job: dropped", message[:200])
             return
         runner.run_once(job_id, retries=self.later, timeout_guard=self.uwsgi.set_user_harakiri)
-
-
-def generation(uwsgi: ModuleType) -> str:
-    """This run of the uWSGI master: its pid and start time, both renewed by a reload, which
-    drops the mules' in-memory queue."""
-    return f"mule:{uwsgi.masterpid()}:{uwsgi.started_on}"

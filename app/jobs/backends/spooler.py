@@ -7,17 +7,20 @@ so a waiting job holds no process; a process killed mid-job leaves the file to b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import sqlite3
 import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from app.jobs import owner
 from app.jobs.registry import JobError
-from app.jobs.runner import Runner
-from app.jobs.store import BUSY, Job, JobStore
+from app.jobs.runner import OutcomeNotRecorded, Runner
+from app.jobs.store import BUSY, RUNNING, Job, JobStore, error_record, lost_attempt_error
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +31,20 @@ RETRY_AFTER_INTERNAL_ERROR = 5.0
 
 class SpoolerBackend:
     name = "spooler"
+    volatile = False
 
     def __init__(self, uwsgi: ModuleType, spool_dir: Path, store: JobStore) -> None:
         self.uwsgi = uwsgi
         self.spool_dir = spool_dir
         self.store = store
 
-    def tag(self) -> str | None:
-        return None  # the spool file's path, known once it is written
+    def new_handle(self) -> str | None:
+        """None: the handle is the spool file's path, known once uWSGI has written it."""
+        return None
 
     def submit(self, job: Job, at: float | None = None) -> None:
-        """Write the job's spool file; raises ``JobError`` if uWSGI refuses it."""
+        """Write the job's spool file; raises ``JobError`` if uWSGI refuses it. Once the file is
+        written the job will run, so a failure to record its path is only logged."""
         message = {b"job": job.id.encode()}
         if at is not None and at > time.time():
             message[b"at"] = str(math.ceil(at)).encode()
@@ -46,8 +52,25 @@ class SpoolerBackend:
             path = self.uwsgi.spool(message)
         except Exception as exc:
             raise JobError(f"the spooler refused job {job.id}: {exc}") from exc
-        # The backend too: a mule job's delay or retry runs here, with the spooler's guarantee.
-        self.store.set_dispatch(job.id, os.fsdecode(path), backend=self.name)
+        try:
+            # The backend too: a mule job's delay or retry runs here, with the spooler's guarantee.
+            self.store.set_handle(job.id, os.fsdecode(path), backend=self.name)
+        except sqlite3.Error as exc:
+            log.warning("job %s is spooled, but its spool file's path was not recorded: %s", job.id, exc)
+
+    def lost(self, job: Job) -> dict[str, Any] | None:
+        """A job whose spool file exists is not lost: the spooler runs it (again)."""
+        if job.handle and os.path.exists(job.handle):
+            return None
+        if job.status == RUNNING:
+            return None if owner.alive(job.holder) else lost_attempt_error(job, time.time())
+        return error_record("WorkerLost", f"its spool file {job.handle} is gone")
+
+    def cancel(self, job: Job) -> None:
+        """Remove the job's spool file, so that it never comes up."""
+        if job.handle:
+            with contextlib.suppress(OSError):
+                os.unlink(job.handle)
 
     def handle(self, runner: Runner, message: dict[Any, Any]) -> int:
         """The spooler function: never raises, since uWSGI would retry a raising task forever."""
@@ -58,7 +81,12 @@ class SpoolerBackend:
             log.error("spool file %s has no job id: dropped", path)
             return SPOOL_OK
         try:
-            outcome = runner.run(job_id, allow_rerun=True, timeout_guard=self.uwsgi.set_user_harakiri)
+            outcome = runner.run(
+                job_id, allow_rerun=True, timeout_guard=self.uwsgi.set_user_harakiri, handle=str(path)
+            )
+        except OutcomeNotRecorded as exc:
+            log.warning("%s: spool file kept until it is", exc)
+            return self._postpone(path, time.time() + RETRY_AFTER_INTERNAL_ERROR)
         except Exception:
             log.exception("job %s: internal error, spool file kept for a later try", job_id)
             return self._postpone(path, time.time() + RETRY_AFTER_INTERNAL_ERROR)

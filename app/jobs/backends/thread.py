@@ -12,8 +12,10 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from app.jobs.backends import Backend
+from app.jobs import owner
+from app.jobs.backends import Backend, lost_with_owner
 from app.jobs.runner import Runner
 from app.jobs.store import Job
 
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 
 class ThreadBackend:
     name = "thread"
+    volatile = True
 
     def __init__(self, runner: Runner, later: Backend | None = None, max_workers: int = 4) -> None:
         self.runner = runner
@@ -39,8 +42,15 @@ class ThreadBackend:
                 self._pid = os.getpid()
             return self._pool
 
-    def tag(self) -> str:
-        return f"pid:{os.getpid()}"
+    def new_handle(self) -> str:
+        """This process: its pool holds the job until a thread takes it."""
+        return str(owner.here())
+
+    def lost(self, job: Job) -> dict[str, Any] | None:
+        return lost_with_owner(job, "the process that queued the job in its thread pool ended")
+
+    def cancel(self, job: Job) -> None:
+        """Nothing to drop: the pool skips a cancelled job."""
 
     def submit(self, job: Job, at: float | None = None) -> None:
         """Run the job in this process's pool; a delay or a retry waits on the spooler when
@@ -66,12 +76,20 @@ class InlineBackend:
     """Runs the job at once in the caller, retries back to back: for tests."""
 
     name = "inline"
+    volatile = False
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
 
-    def tag(self) -> None:
+    def new_handle(self) -> None:
         return None
+
+    def lost(self, job: Job) -> dict[str, Any] | None:
+        """Never: the job ran to its end before ``submit`` returned."""
+        return None
+
+    def cancel(self, job: Job) -> None:
+        """Nothing to drop: an inline job is never waiting."""
 
     def submit(self, job: Job, at: float | None = None) -> None:
         while self.runner.run(job.id, allow_rerun=False).retry_at is not None:

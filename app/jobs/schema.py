@@ -1,0 +1,53 @@
+"""The job store's schema, as the migrations that build it: ``PRAGMA user_version`` counts those
+a database has run, so a new one reaches existing databases. Append; never edit a shipped one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema (IF NOT EXISTS: databases made before versions were counted have it).
+    """
+    CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        task TEXT NOT NULL,
+        args TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        timeout REAL,
+        result TEXT,
+        error TEXT,
+        progress REAL,
+        progress_message TEXT,
+        request_id TEXT,
+        unique_key TEXT UNIQUE,
+        dispatch TEXT,
+        run_at REAL,
+        pid INTEGER,
+        deadline REAL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at DESC, id DESC);
+    CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at DESC);
+    CREATE INDEX IF NOT EXISTS jobs_by_task ON jobs (task, created_at DESC);
+    CREATE TABLE IF NOT EXISTS counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    """,
+    # 2: the backend's handle on a job (what only the backend reads), the owner of a running
+    # attempt (node/run/pid: a pid alone repeats across restarts), and the readiness probe's row.
+    """
+    ALTER TABLE jobs RENAME COLUMN dispatch TO handle;
+    ALTER TABLE jobs ADD COLUMN owner TEXT;
+    CREATE TABLE readiness (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        checked_at REAL NOT NULL,
+        pid INTEGER NOT NULL
+    );
+    """,
+)

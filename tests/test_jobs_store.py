@@ -1,0 +1,193 @@
+"""The job store's database: migrations that reach existing databases, transactions that
+survive a failed COMMIT, and database errors answered by what they mean."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from app.db import Database
+from app.jobs.schema import MIGRATIONS
+
+
+def test_a_database_made_before_schema_versions_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(MIGRATIONS[0])
+    old.execute(
+        "INSERT INTO jobs (id, task, args, backend, status, max_attempts, dispatch, created_at,"
+        " updated_at) VALUES ('j1', 'diag.noop', '{}', 'spooler', 'queued', 1, '/spool/f', 0, 0)"
+    )
+    old.commit()
+    old.close()
+    db = Database(path, MIGRATIONS)
+    assert db.migrate() == len(MIGRATIONS)
+    assert db.migrate() == len(MIGRATIONS)  # again: nothing to do
+    row = db.read("SELECT handle, owner FROM jobs WHERE id = 'j1'")[0]
+    assert (row["handle"], row["owner"]) == ("/spool/f", None)
+    assert db.read("PRAGMA user_version")[0][0] == len(MIGRATIONS)
+
+
+def test_a_failed_commit_leaves_the_connection_usable(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db.sqlite3")
+    conn = db.connection()
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)")
+    # A deferred constraint fails at COMMIT, as a full disk does.
+    with pytest.raises(sqlite3.IntegrityError), db.write() as tx:
+        tx.execute("INSERT INTO child VALUES (7)")
+    assert not conn.in_transaction
+    with db.write() as tx:
+        tx.execute("INSERT INTO parent VALUES (7)")
+    assert db.read("SELECT count(*) FROM parent")[0][0] == 1
+
+
+def test_the_wal_is_bounded_and_checkpointed_to_nothing(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db.sqlite3")
+    conn = db.connection()
+    assert conn.execute("PRAGMA journal_size_limit").fetchone()[0] > 0
+    conn.execute("CREATE TABLE blobs (data BLOB)")
+    for _ in range(50):
+        with db.write() as tx:
+            tx.execute("INSERT INTO blobs VALUES (zeroblob(100000))")
+    assert db.checkpoint()[0] == 0
+    assert db.wal_path().stat().st_size == 0
+
+
+def _error(message: str, code: int) -> sqlite3.OperationalError:
+    exc = sqlite3.OperationalError(message)
+    exc.sqlite_errorcode = code
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (_error("database is locked", sqlite3.SQLITE_BUSY), 503),
+        (_error("database or disk is full", sqlite3.SQLITE_FULL), 503),
+        (_error("disk I/O error", sqlite3.SQLITE_IOERR | (3 << 8)), 503),
+        (_error("no such column: nope", sqlite3.SQLITE_ERROR), 500),
+    ],
+)
+def test_only_a_busy_database_or_a_full_disk_asks_to_try_again(
+    app: Flask, raised: sqlite3.OperationalError, status: int
+) -> None:
+    def fails() -> str:
+        raise raised
+
+    app.add_url_rule("/fails", view_func=fails)
+    answer = app.test_client().get("/fails")
+    assert answer.status_code == status
+    body = answer.get_json()
+    assert body["error"] == ("database_unavailable" if status == 503 else "internal_error")
+    assert ("Retry-After" in answer.headers) == (status == 503)
+
+
+def test_readiness_reports_a_disk_below_the_free_space_floor(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.web import health
+
+    assert app.test_client().get("/readyz").status_code == 200
+    monkeypatch.setattr(health, "MIN_FREE_BYTES", 1 << 62)
+    answer = app.test_client().get("/readyz")
+    assert answer.status_code == 503
+    assert {"data_dir", "spool_dir"} <= answer.get_json()["problems"].keys()
+
+
+class FakeSpooler:
+    """uwsgi.spool as far as the spooler backend uses it: writes a file, or refuses."""
+
+    def __init__(self, directory: Path, refuse: bool = False) -> None:
+        self.directory = directory
+        self.refuse = refuse
+
+    def spool(self, message: dict[bytes, bytes]) -> bytes:
+        if self.refuse:
+            raise ValueError("unable to spool job")
+        path = self.directory / f"uwsgi_spoolfile_{message[b'job'].decode()}"
+        path.write_bytes(b"")
+        return bytes(path)
+
+
+def full_disk(*args: object, **kwargs: object) -> None:
+    exc = sqlite3.OperationalError("database or disk is full")
+    exc.sqlite_errorcode = sqlite3.SQLITE_FULL
+    raise exc
+
+
+def test_a_spooled_job_whose_path_cannot_be_recorded_is_still_accepted(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.jobs import Jobs
+    from app.jobs.backends.spooler import SpoolerBackend
+
+    jobs: Jobs = app.extensions["jobs"]
+    monkeypatch.setitem(jobs.backends, "spooler", SpoolerBackend(FakeSpooler(tmp_path), tmp_path, jobs.store))  # type: ignore[arg-type]
+    monkeypatch.setattr(jobs.store, "set_handle", full_disk)
+    job = jobs.enqueue("diag.noop", backend="spooler")
+    assert (jobs.get(job.id).status, jobs.get(job.id).handle) == ("queued", None)
+    spool_file = tmp_path / f"uwsgi_spoolfile_{job.id}"
+    assert spool_file.exists()
+    # The spooler names the file it runs: the record learns it then.
+    assert jobs.runner.run(job.id, allow_rerun=True, handle=str(spool_file)).status == "succeeded"
+    assert jobs.get(job.id).handle == str(spool_file)
+
+
+def test_a_job_the_spooler_refuses_is_failed_and_the_caller_told(app: Flask, tmp_path: Path) -> None:
+    from app.jobs import JobError, Jobs
+    from app.jobs.backends.spooler import SpoolerBackend
+
+    jobs: Jobs = app.extensions["jobs"]
+    jobs.backends["spooler"] = SpoolerBackend(FakeSpooler(tmp_path, refuse=True), tmp_path, jobs.store)  # type: ignore[arg-type]
+    with pytest.raises(JobError):
+        jobs.enqueue("diag.noop", backend="spooler")
+    [failed] = jobs.store.list(task="diag.noop")
+    assert failed.status == "failed" and "unable to spool" in (failed.error or {})["message"]
+
+
+def test_an_outcome_the_database_refused_is_recorded_later_not_failed_as_lost(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.jobs import Jobs
+    from app.jobs.runner import OutcomeNotRecorded
+
+    jobs: Jobs = app.extensions["jobs"]
+    job = jobs.store.create(
+        task="diag.pid",
+        args_json="{}",
+        backend="spooler",
+        max_attempts=1,
+        timeout=None,
+        run_at=None,
+        request_id=None,
+    )
+    assert job is not None
+    succeed = jobs.store.succeed
+    monkeypatch.setattr(jobs.store, "succeed", full_disk)
+    with pytest.raises(OutcomeNotRecorded):
+        jobs.runner.run(job.id, allow_rerun=True)
+    assert jobs.get(job.id).status == "running"
+    monkeypatch.setattr(jobs.store, "succeed", succeed)
+    # The spool file comes up again in the same spooler: the kept result is written, not rerun.
+    assert jobs.runner.run(job.id, allow_rerun=True).status == "succeeded"
+    done = jobs.get(job.id)
+    assert (done.status, done.attempts, done.error) == ("succeeded", 1, None)
+
+
+def test_the_purge_job_gives_the_wal_back_to_the_disk(app: Flask) -> None:
+    from app.jobs import Jobs
+    from app.jobs.maintenance import purge
+
+    jobs: Jobs = app.extensions["jobs"]
+    for _ in range(20):
+        jobs.enqueue("diag.noop")
+    assert jobs.db.wal_path().stat().st_size > 0
+    with app.app_context():
+        result = purge()
+    assert result == {"purged": 0, "wal_checkpoint_blocked": 0}
+    assert jobs.db.wal_path().stat().st_size == 0
