@@ -36,16 +36,33 @@ STACK_FILES = (
 
 
 def launch(env: dict[str, str], *command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m app.serve COMMAND`` to its end, as an operator would."""
-    return subprocess.run(
+    """Run ``python -m app.serve COMMAND`` to its end, as an operator would; one that starts a
+    stack instead of refusing is stopped (gracefully: it stops its servers) after ``timeout``."""
+    process = subprocess.Popen(
         [sys.executable, "-m", "app.serve", *command],
         cwd=PROJECT_ROOT,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        process.communicate(timeout=15)
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def accepts(path: Path) -> bool:
+    """True when something accepts connections on the unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[int, int, bytes]]:
@@ -135,7 +152,7 @@ def test_the_lock_outlives_a_reload_and_the_container_command_holds_it_too(
         start_new_session=True,
     )
     try:
-        wait_until(lambda: (first.root / "run" / "uwsgi.sock").exists(), 30, "uWSGI's socket")
+        wait_until(lambda: accepts(first.root / "run" / "uwsgi.sock"), 30, "uWSGI to accept")
         refused = second_start(first)
         assert refused.returncode == 4, refused.stderr
         assert f"launcher pid {container.pid}" in refused.stderr

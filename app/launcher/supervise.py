@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.launcher.master import uwsgi_command, uwsgi_env
-from app.launcher.probe import wait_for_socket
+from app.launcher.probe import START_TIMEOUT, wait_for_socket
 from app.settings import Settings
 
 STOP_TIMEOUT = 10.0
@@ -55,7 +55,15 @@ def run(settings: Settings, nginx: str, conf: Path, keep_fds: Sequence[int]) -> 
     )
     children = [uwsgi]
     if not wait_for_socket(settings, uwsgi.process):
+        slow = uwsgi.process.poll() is None
         stop(children)
+        if slow:
+            print(
+                f"stack stopped: the uWSGI master (pid {uwsgi.process.pid}) did not accept "
+                f"connections within {START_TIMEOUT:.0f} s",
+                file=sys.stderr,
+            )
+            return 1
         return _report_death(uwsgi, "before accepting connections")
     nginx_process = subprocess.Popen(
         [nginx, "-e", "stderr", "-c", str(conf)], start_new_session=True, pass_fds=keep_fds
