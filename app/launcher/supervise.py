@@ -55,16 +55,7 @@ def run(settings: Settings, nginx: str, conf: Path, keep_fds: Sequence[int]) -> 
     )
     children = [uwsgi]
     if not wait_for_socket(settings, uwsgi.process):
-        slow = uwsgi.process.poll() is None
-        stop(children)
-        if slow:
-            print(
-                f"stack stopped: the uWSGI master (pid {uwsgi.process.pid}) did not accept "
-                f"connections within {START_TIMEOUT:.0f} s",
-                file=sys.stderr,
-            )
-            return 1
-        return _report_death(uwsgi, "before accepting connections")
+        return _report_failed_start(uwsgi)
     nginx_process = subprocess.Popen(
         [nginx, "-e", "stderr", "-c", str(conf)], start_new_session=True, pass_fds=keep_fds
     )
@@ -101,6 +92,21 @@ def stop(children: list[Child]) -> int:
             os.killpg(child.process.pid, signal.SIGKILL)
     failures = [c.process.returncode for c in children if c.process.returncode > 0]
     return max(failures, default=0)
+
+
+def _report_failed_start(uwsgi: Child) -> int:
+    """Stop a uWSGI that never accepted connections and say why; the launcher's exit status, 1."""
+    slow = uwsgi.process.poll() is None
+    stop([uwsgi])
+    if not slow:
+        return _report_death(uwsgi, "before accepting connections")
+    print(
+        f"stack stopped: the uWSGI master (pid {uwsgi.process.pid}) did not accept connections "
+        f"within {START_TIMEOUT:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1
 
 
 def _report_death(child: Child, when: str) -> int:
