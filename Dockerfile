@@ -23,13 +23,15 @@ RUN case "${PIP_NO_INDEX}" in 1|true|yes|on) index=--no-index ;; *) index= ;; es
 
 FROM ${PYTHON_IMAGE}
 # Fixed ids, so that volume ownership survives rebuilds (docker-compose.yml repeats them).
+# The volumes' directories are private (0700), and the launcher's umask 077 keeps what is
+# created in them so: nginx reads /media as this same user (docker-compose.yml).
 ARG APP_UID=10001
 RUN groupadd --system --gid "${APP_UID}" app \
     && useradd --system --uid "${APP_UID}" --gid app --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin app \
     && mkdir -p /data /spool /run/app \
     && chown app:app /data /spool /run/app \
-    && chmod 0700 /run/app
+    && chmod 0700 /data /spool /run/app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask
@@ -22,9 +21,6 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if test_config:
         app.config.update(test_config)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
-    )
     jobs = Jobs(app, settings, local_mode=app.config.get("JOBS_LOCAL_MODE"))
     jobs.db.migrate()
     web.register(app)

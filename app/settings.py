@@ -68,12 +68,12 @@ def _port(name: str, raw: str) -> int:
 
 
 def _directory(name: str, raw: str) -> Path:
-    """An absolute directory, created if missing; it must end up writable."""
+    """An absolute directory, created private (0700) if missing; it must end up writable."""
     path = Path(raw).expanduser()
     if not path.is_absolute():
         path = PROJECT_ROOT / path
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise SettingsError(f"{name}: cannot create directory {str(path)!r}: {exc.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):

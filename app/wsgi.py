@@ -1,12 +1,19 @@
-"""The WSGI callable uWSGI loads (``module = app.wsgi:app``)."""
+"""The WSGI callable uWSGI loads (``module = app.wsgi:app``); also ``flask --app app.wsgi``."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 from app import create_app
+from app.launcher.private import PRIVATE_UMASK
 from app.settings import SettingsError
 from app.web.shedding import QueueShedding
+
+# An entry point: the process's file modes and log format are set here, not by the factory.
+os.umask(PRIVATE_UMASK)
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
 
 try:
     app = create_app()

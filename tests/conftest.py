@@ -213,7 +213,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
 
 @pytest.fixture(scope="session")
 def nginx_present() -> None:
-    from app.serve import find_nginx
+    from app.launcher.nginx import find_nginx
 
     require("nginx", find_nginx() is not None)
 

@@ -12,8 +12,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
 
 import pytest
+from PIL import Image
 
 from tests.conftest import IN_CI, wait_until
 from tests.docker_stack import ComposeStack, build_offline_images, compose_command, docker_missing
@@ -120,6 +122,37 @@ def test_files_in_the_volumes_belong_to_the_non_root_user(docker_stack: ComposeS
     assert docker_stack.exec_app("id", "-un").stdout.strip() == "app"
     assert docker_stack.exec_app("find", "/data", "-type", "f").stdout.strip(), "no file in /data"
     assert docker_stack.exec_app("find", "/data", "/spool", "!", "-user", "app").stdout == ""
+
+
+def test_the_volumes_and_database_are_private_and_nginx_still_serves_media(
+    docker_stack: ComposeStack,
+) -> None:
+    image = BytesIO()
+    Image.new("RGB", (320, 240), "teal").save(image, format="PNG")
+    answer = docker_stack.post(
+        "/api/examples/thumbnails", data=image.getvalue(), headers={"Content-Type": "image/png"}
+    )
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job"]["id"]
+    wait_until(lambda: docker_stack.job_status(job_id) == "succeeded", 60, "the thumbnail job")
+    thumbnail = docker_stack.get(answer.json()["thumbnail_url"])
+    assert thumbnail.status_code == 200 and thumbnail.headers["Content-Type"] == "image/png"
+
+    paths = ("/data", "/spool", "/run/app", "/data/app.sqlite3")
+    modes = docker_stack.exec_app("stat", "-c", "%a %n", *paths).stdout.splitlines()
+    assert modes == ["700 /data", "700 /spool", "700 /run/app", "600 /data/app.sqlite3"]
+    readable = docker_stack.exec_app("find", "/data", "/spool", "/run/app", "-perm", "/077")
+    assert readable.stdout == ""
+
+
+def test_a_second_uwsgi_in_the_container_refuses_the_directories_the_first_holds(
+    docker_stack: ComposeStack,
+) -> None:
+    second = docker_stack.run("exec", "-T", "app", "python", "-m", "app.serve", "uwsgi", timeout=60)
+    assert second.returncode == 4
+    assert second.stderr.strip().startswith("another stack is running on RUN_DIR /run/app ")
+    assert "launcher pid 1," in second.stderr  # the master, exec'd by the container's launcher
+    assert docker_stack.answers()
 
 
 def test_fifty_queued_jobs_all_succeed_across_an_app_restart(docker_stack: ComposeStack) -> None:

@@ -63,6 +63,6 @@ def test_start_up_stops_with_one_line_on_a_bad_setting(command: list[str]) -> No
 
 
 def test_the_readme_lists_every_setting_as_the_code_defines_it() -> None:
-    from app.serve import settings_table
+    from app.launcher.settings_table import settings_table
 
     assert settings_table() in (PROJECT_ROOT / "README.md").read_text()
