@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from app.serve import find_nginx
+from app.launcher.nginx import find_nginx
 from app.web.errors import MAX_JSON_DEPTH
 from tests.conftest import TOKEN, Stack, free_port, wait_until
 
