@@ -62,9 +62,6 @@ class TaskRegistry:
         except KeyError:
             raise UnknownTask(f"no task named {name!r}") from None
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._tasks
-
     def all(self) -> list[Task]:
         return sorted(self._tasks.values(), key=lambda task: task.name)
 

@@ -200,11 +200,11 @@ class JobStore:
         )
         return [Job.from_row(row) for row in rows]
 
-    def set_handle(self, job_id: str, handle: str | None, backend: str | None = None) -> None:
+    def set_handle(self, job_id: str, handle: str, backend: str) -> None:
         """Remember the backend's handle on the job (a spool file's path), and which backend."""
         with self.db.write() as tx:
             tx.execute(
-                "UPDATE jobs SET handle = ?, backend = coalesce(?, backend), updated_at = ? WHERE id = ?",
+                "UPDATE jobs SET handle = ?, backend = ?, updated_at = ? WHERE id = ?",
                 (handle, backend, time.time(), job_id),
             )
 
