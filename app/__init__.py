@@ -6,13 +6,12 @@ from typing import Any
 
 from flask import Flask
 
-from app import runtime
 from app.settings import Settings
 
 
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; raises ``SettingsError`` when a setting is unusable."""
-    from app import cli, web
+    from app import cli, examples, web
     from app.jobs import Jobs
 
     settings = settings or Settings.from_env()
@@ -21,10 +20,15 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if test_config:
         app.config.update(test_config)
-    jobs = Jobs(app, settings, local_mode=app.config.get("JOBS_LOCAL_MODE"))
-    jobs.db.migrate()
+    examples.init_app(app, settings)
+    Jobs(app, settings, task_modules=task_modules(settings), local_mode=app.config.get("JOBS_LOCAL_MODE"))
     web.register(app)
     cli.register(app)
-    if runtime.process_role() == "master":
-        jobs.install_uwsgi_hooks()
     return app
+
+
+def task_modules(settings: Settings) -> list[str]:
+    """The modules whose decorators declare the app's tasks: the examples, the diagnostic tasks
+    unless JOBS_DIAG=false, and the operator's (JOBS_IMPORT)."""
+    diag = ["app.jobs.diag"] if settings.jobs_diag else []
+    return ["app.examples.tasks", *diag, *settings.jobs_import]

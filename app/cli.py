@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import json
-import time
 
 import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from app.jobs import JobError, current_jobs
-from app.jobs.store import STATUSES
+from app.jobs import JobError, JobStatus, current_jobs
 
 jobs_cli = AppGroup("jobs", help="Inspect and manage background jobs.")
 
 
 @jobs_cli.command("list")
-@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--status", type=click.Choice([status.value for status in JobStatus]))
 @click.option("--task")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
 def list_jobs(status: str | None, task: str | None, limit: int) -> None:
     """The newest jobs, one line each."""
-    for job in current_jobs().store.list(status=status, task=task, limit=limit):
+    chosen = JobStatus(status) if status else None
+    for job in current_jobs().list(status=chosen, task=task, limit=limit):
         created = job.to_dict()["created_at"]
         click.echo(f"{job.id}  {job.status:<9}  {job.attempts}/{job.max_attempts}  {created}  {job.task}")
 
@@ -62,9 +61,7 @@ def cancel(job_id: str) -> None:
 @click.option("--older-than-days", type=click.FloatRange(0), help="default: JOBS_RETENTION_DAYS")
 def purge(older_than_days: float | None) -> None:
     """Delete finished job records older than the retention."""
-    jobs = current_jobs()
-    days = jobs.settings.jobs_retention_days if older_than_days is None else older_than_days
-    click.echo(f"purged {jobs.store.purge(time.time() - days * 86400)} job records")
+    click.echo(f"purged {current_jobs().purge(older_than_days)} job records")
 
 
 def register(app: Flask) -> None:

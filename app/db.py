@@ -88,9 +88,9 @@ class Database:
             conn.close()
 
     @contextmanager
-    def write(self, conn: sqlite3.Connection | None = None) -> Iterator[_Transaction]:
+    def write(self) -> Iterator[_Transaction]:
         """A write transaction holding the write lock from its first statement."""
-        conn = conn or self.connection()
+        conn = self.connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield _Transaction(conn)

@@ -1,4 +1,4 @@
-"""What this process is inside uWSGI: a worker, a spooler, a mule, the master, or not uWSGI at all."""
+"""Whether this process runs under uWSGI, and whether it is the master."""
 
 from __future__ import annotations
 
@@ -15,15 +15,10 @@ def uwsgi_module() -> ModuleType | None:
     return uwsgi
 
 
-def process_role() -> str:
-    """``worker``, ``spooler``, ``mule``, ``master`` or ``local`` (not under uWSGI)."""
+def is_master() -> bool:
+    """Whether this is the uWSGI master (loading the app before the fork), not a worker,
+    spooler or mule, nor a process outside uWSGI."""
     uwsgi = uwsgi_module()
-    if uwsgi is None:
-        return "local"
-    if uwsgi.mule_id() > 0:
-        return "mule"
-    if uwsgi.i_am_the_spooler():
-        return "spooler"
-    if uwsgi.worker_id() > 0:
-        return "worker"
-    return "master" if os.getpid() == uwsgi.masterpid() else "worker"
+    if uwsgi is None or uwsgi.mule_id() > 0 or uwsgi.i_am_the_spooler() or uwsgi.worker_id() > 0:
+        return False
+    return os.getpid() == uwsgi.masterpid()

@@ -3,6 +3,9 @@ validation and error answers, and the operator CLI."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.jobs import InvalidJob, JobError, Jobs, job
+from app.jobs import InvalidJob, JobError, Jobs, JobStatus, PermanentFailure, job
 from app.jobs.store import Job
 from app.settings import Settings
 
@@ -102,10 +105,14 @@ def test_arguments_must_be_json_and_large_ones_work(app: Flask) -> None:
 
 def test_the_request_id_is_kept_only_when_well_formed(app: Flask) -> None:
     jobs: Jobs = app.extensions["jobs"]
-    with app.test_request_context(headers={"X-Request-ID": "req-1"}):
-        assert jobs.get(jobs.enqueue("diag.noop").id).request_id == "req-1"
-    with app.test_request_context(headers={"X-Request-ID": "x" * 5000}):
-        assert jobs.get(jobs.enqueue("diag.noop").id).request_id is None
+    client = app.test_client()
+
+    def enqueued_with(request_id: str) -> str:
+        answer = client.post("/api/jobs", json={"task": "diag.noop"}, headers={"X-Request-ID": request_id})
+        return str(answer.get_json()["id"])
+
+    assert jobs.get(enqueued_with("req-1")).request_id == "req-1"
+    assert jobs.get(enqueued_with("x" * 5000)).request_id is None
 
 
 def test_a_job_not_started_can_be_cancelled_and_a_finished_one_cannot(app: Flask) -> None:
@@ -174,3 +181,97 @@ def test_the_job_decorator_caps_max_attempts_like_the_api(max_attempts: object) 
 def test_the_job_decorator_refuses_negative_delays_and_timeouts(option: str, value: object) -> None:
     with pytest.raises(JobError, match=option):
         job("tests.local.bad_option", **{option: value})  # type: ignore[arg-type]
+
+
+class Undeliverable(Exception):
+    """What ``tests.local.final_by_class`` raises: final, as its ``throws`` says."""
+
+
+@job("tests.local.final_by_class", max_attempts=3, backoff=0, throws=(Undeliverable,))
+def final_by_class() -> None:
+    raise Undeliverable("the receiver does not exist")
+
+
+@job("tests.local.final_by_raise", max_attempts=3, backoff=0)
+def final_by_raise() -> None:
+    raise PermanentFailure("this input will never work")
+
+
+@pytest.mark.parametrize(
+    ("task", "error"),
+    [("tests.local.final_by_class", "Undeliverable"), ("tests.local.final_by_raise", "PermanentFailure")],
+)
+def test_a_failure_the_task_says_is_final_fails_the_job_at_once(app: Flask, task: str, error: str) -> None:
+    jobs: Jobs = app.extensions["jobs"]
+    done = jobs.get(jobs.enqueue(task).id)
+    assert (done.status, done.attempts, done.max_attempts) == ("failed", 1, 3)
+    assert done.error is not None and done.error["type"] == error
+
+
+def test_tasks_list_the_exceptions_they_treat_as_final(client: FlaskClient) -> None:
+    tasks = {task["name"]: task for task in client.get("/api/tasks").get_json()["tasks"]}
+    assert tasks["tests.local.final_by_class"]["throws"] == ["Undeliverable"]
+    assert tasks["diag.fail"]["throws"] == []
+
+
+@pytest.mark.parametrize("throws", [ValueError, (ValueError, "KeyError"), [ValueError]])
+def test_the_job_decorator_takes_only_a_tuple_of_exception_classes_as_final(throws: object) -> None:
+    with pytest.raises(JobError, match="throws must be a tuple of exception classes"):
+        job("tests.local.bad_throws", throws=throws)  # type: ignore[arg-type]
+
+
+def test_an_upload_that_is_not_an_image_fails_at_once_with_the_decoding_error(client: FlaskClient) -> None:
+    answer = client.post("/api/examples/thumbnails", data=b"not a png", content_type="image/png")
+    assert answer.status_code == 202
+    done = client.get(answer.get_json()["job_url"]).get_json()
+    assert (done["status"], done["attempts"]) == ("failed", 1)
+    assert done["error"]["type"] == "UnidentifiedImageError"
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/hook", "http://", "http://[::1/hook", "http://a b/hook"])
+def test_a_webhook_to_a_malformed_url_fails_at_once(app: Flask, url: str) -> None:
+    jobs: Jobs = app.extensions["jobs"]
+    done = jobs.get(jobs.enqueue("examples.deliver_webhook", {"url": url, "payload": {}}).id)
+    assert (done.status, done.attempts) == ("failed", 1), done.error
+    assert done.error is not None and done.error["type"] in ("ValueError", "InvalidURL")
+
+
+def test_an_api_enqueue_checks_its_options_once(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, object]] = []
+    check = Jobs.option_problems
+
+    def counted(self: Jobs, **fields: object) -> dict[str, str]:
+        calls.append(fields)
+        return check(self, **fields)
+
+    monkeypatch.setattr(Jobs, "option_problems", counted)
+    assert post_job(client, task="diag.noop", delay=0).status_code == 202
+    assert len(calls) == 1
+
+
+def test_the_job_layer_imports_only_the_task_modules_it_is_given(tmp_path: Path) -> None:
+    """Without the web layer or the examples: the app tells it what to import."""
+    script = f"""
+import sys
+from flask import Flask
+from app.jobs import Jobs
+from app.jobs.registry import registry
+from app.settings import Settings
+settings = Settings.from_env({{"DATA_DIR": {str(tmp_path / "d")!r}, "SPOOL_DIR": {str(tmp_path / "s")!r}}})
+Jobs(Flask("bare"), settings, task_modules=["app.jobs.diag"], local_mode="inline")
+print(sorted(task.name for task in registry.all() if not task.name.startswith("diag.")))
+print(sorted(m for m in sys.modules if m.startswith(("app.web", "app.examples"))))
+"""
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == ["['jobs.purge', 'jobs.reap']", "[]"]
+
+
+def test_job_states_are_a_type_with_the_strings_of_json_and_sql(app: Flask) -> None:
+    jobs: Jobs = app.extensions["jobs"]
+    done = jobs.get(jobs.enqueue("diag.noop").id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert jobs.db.read("SELECT status FROM jobs WHERE id = ?", (done.id,))[0][0] == "succeeded"
+    assert json.loads(json.dumps(done.to_dict()))["status"] == "succeeded"

@@ -191,3 +191,10 @@ def test_the_purge_job_gives_the_wal_back_to_the_disk(app: Flask) -> None:
         result = purge()
     assert result == {"purged": 0, "wal_checkpoint_blocked": 0}
     assert jobs.db.wal_path().stat().st_size == 0
+
+
+def test_the_job_store_keeps_no_page_views_which_are_the_examples(app: Flask) -> None:
+    jobs = app.extensions["jobs"]
+    tables = {row[0] for row in jobs.db.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "counters" not in tables and "jobs" in tables
+    assert not hasattr(jobs.store, "increment")

@@ -233,3 +233,11 @@ def test_mule_messages_dropped_by_a_reload_are_recorded_as_failed(make_stack: Ca
     for job_id in [blocker["id"], *waiting]:
         done = stack.wait_for_job(job_id, FINISHED, timeout=60)
         assert done["status"] == "failed" and done["error"]["type"] == "WorkerLost", done
+
+
+def test_an_upload_that_is_not_an_image_fails_at_once_on_the_spooler(stack: Stack) -> None:
+    answer = stack.post("/api/examples/thumbnails", data=b"not a png", headers={"Content-Type": "image/png"})
+    assert answer.status_code == 202
+    done = stack.wait_for_job(answer.json()["job"]["id"], FINISHED)
+    assert (done["status"], done["attempts"]) == ("failed", 1), done
+    assert done["error"]["type"] == "UnidentifiedImageError"

@@ -20,7 +20,7 @@ from app.jobs.backends.mule import MuleBackend
 from app.jobs.backends.spooler import SpoolerBackend
 from app.jobs.backends.thread import ThreadBackend
 from app.jobs.owner import Owner
-from app.jobs.store import Job
+from app.jobs.store import Job, Verdict
 
 
 def dead_pid() -> int:
@@ -129,7 +129,7 @@ def test_a_job_whose_spool_file_exists_is_left_to_the_spooler(jobs: Jobs, tmp_pa
 def test_the_spooler_reruns_a_job_whose_owner_ran_before_a_restart(jobs: Jobs) -> None:
     job = running(jobs, record(jobs, "spooler", None, max_attempts=2), previous_run())
     claim = jobs.store.claim(job.id, allow_rerun=True)
-    assert claim.verdict == "running" and claim.job is not None
+    assert claim.verdict is Verdict.RUN and claim.job is not None
     assert claim.job.attempts == 2 and claim.job.holder == owners.here()
     assert claim.job.error is not None and claim.job.error["type"] == "WorkerLost"
 
@@ -138,7 +138,7 @@ def test_a_job_running_in_another_live_process_of_this_run_is_left_to_it(jobs: J
     sibling = subprocess.Popen(["sleep", "30"])
     try:
         job = running(jobs, record(jobs, "spooler", None, max_attempts=2), owners.here(sibling.pid))
-        assert jobs.store.claim(job.id, allow_rerun=True).verdict == "busy"
+        assert jobs.store.claim(job.id, allow_rerun=True).verdict is Verdict.BUSY
     finally:
         sibling.kill()
         sibling.wait()

@@ -98,3 +98,9 @@ def test_with_a_token_only_its_bearer_is_an_operator(app: Flask) -> None:
     assert guarded.get("/api/tasks", headers={"Authorization": "Bearer \u00e9t\u00e9"}).status_code == 401
     assert guarded.get("/api/tasks", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert guarded.get("/api/tasks", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_each_view_of_the_landing_page_is_counted_by_the_example_job(client: FlaskClient) -> None:
+    # The mule job runs inline here, before the page reads the count.
+    assert "viewed 1 times" in client.get("/").get_data(as_text=True)
+    assert "viewed 2 times" in client.get("/").get_data(as_text=True)

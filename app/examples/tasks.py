@@ -3,15 +3,18 @@ with retries, and a fire-and-forget job on a mule."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from flask import current_app
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from app.jobs import current_job, current_jobs, job
+from app.examples.page_views import page_views
+from app.jobs import PermanentFailure, current_job, job
 
 THUMBNAIL_SIZE = (256, 256)
 # Refuse decompression bombs: a few kilobytes of PNG that decode to gigabytes.
@@ -27,7 +30,14 @@ def uploads_dir() -> Path:
     return Path(current_app.config["SETTINGS"].data_dir) / "uploads"
 
 
-@job("examples.thumbnail", backend="spooler", max_attempts=2, timeout=60)
+# An upload that is not an image, or a decompression bomb, stays so: fail at once, keeping why.
+@job(
+    "examples.thumbnail",
+    backend="spooler",
+    max_attempts=2,
+    timeout=60,
+    throws=(UnidentifiedImageError, Image.DecompressionBombError),
+)
 def thumbnail(upload: str) -> dict[str, object]:
     """Turn an uploaded image into a PNG thumbnail of at most 256×256 under /media/thumbs/."""
     source = uploads_dir() / Path(upload).name
@@ -36,8 +46,10 @@ def thumbnail(upload: str) -> dict[str, object]:
     running = current_job()
     try:
         image = Image.open(source)
-    except (OSError, Image.DecompressionBombError):
-        source.unlink(missing_ok=True)  # not an image we will ever read: no point retrying
+    except FileNotFoundError:
+        raise PermanentFailure(f"the upload {source.name} is gone (an image that failed already?)") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        source.unlink(missing_ok=True)  # not an image we will ever read: the job fails for good
         raise
     with image:
         if running:
@@ -55,11 +67,21 @@ class WebhookRejected(Exception):
     """The receiver answered with an error status: worth retrying."""
 
 
-@job("examples.deliver_webhook", backend="spooler", max_attempts=5, backoff=2.0, timeout=30)
+# A malformed URL (ours: not http(s); urllib's: no host, bad characters) stays malformed.
+@job(
+    "examples.deliver_webhook",
+    backend="spooler",
+    max_attempts=5,
+    backoff=2.0,
+    timeout=30,
+    throws=(ValueError, http.client.InvalidURL),
+)
 def deliver_webhook(url: str, payload: object) -> dict[str, object]:
-    """POST ``payload`` as JSON to ``url``; a network error or a non-2xx answer is retried."""
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"not an http(s) URL: {url!r}")
+    """POST ``payload`` as JSON to ``url``; a network error or a non-2xx answer is retried, a
+    malformed URL fails at once."""
+    parts = urllib.parse.urlsplit(url)  # raises ValueError on a malformed IPv6 host
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL with a host: {url!r}")
     running = current_job()
     request = urllib.request.Request(
         url,
@@ -80,5 +102,4 @@ def deliver_webhook(url: str, payload: object) -> dict[str, object]:
 @job("examples.count_page_view", backend="mule", max_attempts=1, timeout=10)
 def count_page_view(page: str) -> dict[str, int]:
     """Count a view of ``page``: fire-and-forget, losing one on a crash is fine."""
-    store = current_jobs().store
-    return {"views": store.increment(f"page_views:{page}")}
+    return {"views": page_views().count(page)}

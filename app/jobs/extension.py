@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import json
 import logging
-import re
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from flask import current_app, has_request_context, request
+from flask import current_app
 
 from app import runtime
 from app.db import Database
-from app.jobs.backends import Backend, QueueFull
+from app.jobs.backends import Backend
 from app.jobs.backends.mule import MuleBackend
 from app.jobs.backends.spooler import SpoolerBackend
 from app.jobs.backends.thread import InlineBackend, ThreadBackend
+from app.jobs.errors import InvalidJob, JobConflict, JobError, JobNotFound, QueueFull
 from app.jobs.periodic import Schedule, install
-from app.jobs.registry import BACKENDS, MAX_ATTEMPTS, InvalidJob, JobError, Task, registry
+from app.jobs.registry import BACKENDS, Task, attempts_problem, registry
 from app.jobs.runner import Runner, describe_error
 from app.jobs.schema import MIGRATIONS
-from app.jobs.store import CANCELLED, Job, JobStore
+from app.jobs.states import JobStatus
+from app.jobs.store import Job, JobStore
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -32,7 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_DELAY = 30 * 86400
-REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# The job layer's own tasks (purge, reap): imported whatever the app asks for.
+OWN_TASKS = ("app.jobs.maintenance",)
 
 
 def current_jobs() -> Jobs:
@@ -41,24 +45,28 @@ def current_jobs() -> Jobs:
     return jobs
 
 
-class JobNotFound(JobError):
-    """No job has that id."""
-
-
-class JobConflict(JobError):
-    """The job is not in a state that allows the operation."""
-
-
 class Jobs:
     """Everything a process needs to enqueue and run jobs; one per Flask app."""
 
-    def __init__(self, app: Flask, settings: Settings, *, local_mode: str | None = None) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        settings: Settings,
+        *,
+        task_modules: Sequence[str] = (),
+        local_mode: str | None = None,
+    ) -> None:
+        """Open (and migrate) the job store, import ``task_modules`` (whose decorators register
+        the tasks) and pick the backends; in the uWSGI master, install the spooler function,
+        the mule handler and the periodic timers, before the fork."""
         self.settings = settings
         self.db = Database(settings.database_path, MIGRATIONS)
+        self.db.migrate()
         self.store = JobStore(self.db)
         self.registry = registry
         self.runner = Runner(app, self.store, registry)
-        self._import_tasks()
+        for module in (*OWN_TASKS, *task_modules):
+            importlib.import_module(module)
         self.uwsgi: Any = runtime.uwsgi_module()
         self.backends: dict[str, Backend] = {}
         if self.uwsgi is not None:
@@ -72,17 +80,10 @@ class Jobs:
             local: Backend = InlineBackend(self.runner) if mode == "inline" else ThreadBackend(self.runner)
             self.backends = dict.fromkeys(BACKENDS, local)
         app.extensions["jobs"] = self
+        if runtime.is_master():
+            self._install_uwsgi_hooks()
 
-    def _import_tasks(self) -> None:
-        """Import the modules whose decorators register tasks."""
-        modules = ["app.jobs.maintenance", "app.examples.tasks"]
-        if self.settings.jobs_diag:
-            modules.append("app.jobs.diag")
-        modules += self.settings.jobs_import
-        for module in modules:
-            importlib.import_module(module)
-
-    def install_uwsgi_hooks(self) -> None:
+    def _install_uwsgi_hooks(self) -> None:
         """In the uWSGI master, before the fork: the spooler function, the mule handler, timers."""
         uwsgi = self.uwsgi
         assert uwsgi is not None
@@ -111,17 +112,20 @@ class Jobs:
         request_id: str | None = None,
         unique_key: str | None = None,
     ) -> Job:
-        """Record a job and hand it to its backend; returns the record at once.
+        """Record a job and hand it to its backend; returns the record at once. ``request_id``
+        is the enqueuing request's, kept on the record to follow it through the logs.
 
-        Raises ``UnknownTask``, ``InvalidJob`` (arguments not JSON, bad options), ``QueueFull``
-        (a mule task whose queue is full, the job recorded as failed) or ``JobError``.
-        A periodic ``unique_key`` already used returns the job that holds it.
+        Raises ``InvalidJob`` (arguments not JSON, bad options: see ``option_problems``),
+        ``UnknownTask``, ``QueueFull`` (a mule task whose queue is full, the job recorded as
+        failed) or ``JobError``. A periodic ``unique_key`` already used returns the job that holds it.
         """
+        problems = self.option_problems(
+            task=task_name, args=args, backend=backend, delay=delay, max_attempts=max_attempts
+        )
+        if problems:
+            raise InvalidJob("the job is not valid", problems)
         task = self.registry.get(task_name)
         backend = backend or task.backend
-        problems = self.option_problems(args, backend, delay, max_attempts)
-        if problems:
-            raise InvalidJob("invalid job", problems)
         handler = self.backends[backend]
         try:
             args_json = json.dumps(args if args is not None else {}, allow_nan=False)
@@ -135,7 +139,7 @@ class Jobs:
             max_attempts=max_attempts or task.max_attempts,
             timeout=task.timeout,
             run_at=run_at,
-            request_id=request_id or _request_id(),
+            request_id=request_id,
             unique_key=unique_key,
             handle=handler.new_handle(),
         )
@@ -151,11 +155,13 @@ class Jobs:
             return job  # handed over: it exists and will run, whatever the database says now
 
     def option_problems(
-        self, args: object, backend: object, delay: object, max_attempts: object
+        self, *, task: object, args: object, backend: object, delay: object, max_attempts: object
     ) -> dict[str, str]:
-        """What is wrong with a job's options, by field: the rules for Python callers and the API.
-        A ``backend`` of None stands for the task's own."""
+        """What is wrong with a job's task name and options, by field: the one rule for Python
+        callers and the API. A ``backend`` of None stands for the task's own."""
         details = {}
+        if not isinstance(task, str) or not task:
+            details["task"] = "required: the name of a registered task (see GET /api/tasks)"
         if args is not None and not isinstance(args, (dict, list)):
             details["args"] = "must be an object (keyword arguments) or an array"
         if backend is not None and backend not in BACKENDS:
@@ -166,12 +172,9 @@ class Jobs:
             isinstance(delay, (int, float)) and not isinstance(delay, bool) and 0 <= delay <= MAX_DELAY
         ):
             details["delay"] = f"must be a number of seconds from 0 to {MAX_DELAY}"
-        if max_attempts is not None and not (
-            isinstance(max_attempts, int)
-            and not isinstance(max_attempts, bool)
-            and 1 <= max_attempts <= MAX_ATTEMPTS
-        ):
-            details["max_attempts"] = f"must be a whole number from 1 to {MAX_ATTEMPTS}"
+        problem = attempts_problem(max_attempts) if max_attempts is not None else None
+        if problem:
+            details["max_attempts"] = problem
         return details
 
     def _submit(self, job: Job, task: Task, run_at: float | None) -> None:
@@ -187,6 +190,8 @@ class Jobs:
                 self.backends["spooler"].submit(job, run_at)
         except Exception as exc:
             self._fail_unsubmitted(job, exc)
+            if isinstance(exc, QueueFull):
+                raise QueueFull(f"{exc}; the job was recorded as failed") from exc
             if isinstance(exc, JobError):
                 raise
             raise JobError(f"job {job.id} could not be handed to the {job.backend}: {exc}") from exc
@@ -203,6 +208,7 @@ class Jobs:
         log.error("job %s was not handed over and stays queued in the record: %s", job.id, last)
 
     def get(self, job_id: str) -> Job:
+        """The job's record; raises ``JobNotFound``."""
         job = self.store.get(job_id)
         if job is None:
             raise JobNotFound(f"no job with id {job_id!r}")
@@ -224,7 +230,7 @@ class Jobs:
     def cancel(self, job_id: str) -> Job:
         """Cancel a job that has not started; its backend drops its copy (a spool file)."""
         job = self.get(job_id)
-        if job.status == CANCELLED:
+        if job.status == JobStatus.CANCELLED:
             return job
         if not self.store.cancel(job_id):
             raise JobConflict(f"job {job_id} is {job.status}: only jobs not yet started can be cancelled")
@@ -233,11 +239,27 @@ class Jobs:
             handler.cancel(job)
         return self.get(job_id)
 
+    def list(
+        self,
+        *,
+        status: JobStatus | None = None,
+        task: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+    ) -> builtins.list[Job]:
+        """Job records, newest first (see ``JobStore.list``)."""
+        return self.store.list(status=status, task=task, limit=limit, before=before)
 
-def _request_id() -> str | None:
-    """The X-Request-ID of the request enqueueing the job, if any."""
-    if has_request_context():
-        supplied = request.headers.get("X-Request-ID", "")
-        # As nginx passes it on: short and plain, or not at all (no log or JSON injection).
-        return supplied if REQUEST_ID.fullmatch(supplied) else None
-    return None
+    def tasks(self) -> builtins.list[Task]:
+        """The registered tasks, by name."""
+        return self.registry.all()
+
+    def purge(self, older_than_days: float | None = None) -> int:
+        """Delete finished records older than ``older_than_days`` (default JOBS_RETENTION_DAYS);
+        returns how many."""
+        days = self.settings.jobs_retention_days if older_than_days is None else older_than_days
+        return self.store.purge(time.time() - days * 86400)
+
+    def record_readiness(self) -> None:
+        """Commit a write to the job store; raises ``sqlite3.Error`` when it cannot take one."""
+        self.store.record_readiness()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from app.jobs.extension import Jobs, current_jobs
 from app.jobs.periodic import periodic
-from app.jobs.store import RUNNING, Job
+from app.jobs.states import JobStatus
+from app.jobs.store import Job
 
 
 # Every 10 minutes rather than hourly: a reload restarts uWSGI's timers.
@@ -16,8 +16,7 @@ def purge() -> dict[str, int]:
     """Delete finished job records older than JOBS_RETENTION_DAYS, then give the WAL's space
     back to the disk (a checkpoint that truncates it)."""
     jobs = current_jobs()
-    cutoff = time.time() - jobs.settings.jobs_retention_days * 86400
-    purged = jobs.store.purge(cutoff)
+    purged = jobs.purge()
     # 1 when a reader held the WAL back: it is truncated on a later run.
     blocked, _, _ = jobs.db.checkpoint()
     return {"purged": purged, "wal_checkpoint_blocked": blocked}
@@ -33,7 +32,7 @@ def reap() -> dict[str, int]:
         error = lost_error(jobs, job)
         if error is None:
             continue
-        if job.status == RUNNING:
+        if job.status == JobStatus.RUNNING:
             reaped += jobs.store.fail_attempt(job, error, retry_at=None)
         else:
             reaped += jobs.store.fail_unstarted(job.id, error)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.jobs.registry import JobError, job
+from app.jobs.errors import JobError
+from app.jobs.registry import job
 
 FIRST_SIGNAL = 20
 # uWSGI's add_cron fields, in order, with the values each takes (uWSGI counts months from 1).

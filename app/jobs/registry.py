@@ -8,25 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from app.jobs.errors import JobError, UnknownTask
+
 BACKENDS = ("spooler", "mule", "thread")
 ON_FULL = ("error", "spooler")
 MAX_ATTEMPTS = 100
-
-
-class JobError(Exception):
-    """Base class of the job layer's errors."""
-
-
-class UnknownTask(JobError):
-    """No task is registered under that name."""
-
-
-class InvalidJob(JobError):
-    """The job's arguments or options cannot be accepted; ``details`` maps fields to messages."""
-
-    def __init__(self, message: str, details: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.details = details or {}
 
 
 @dataclass(frozen=True)
@@ -41,6 +27,7 @@ class Task:
     max_backoff: float = 300.0
     timeout: float | None = None
     on_full: str = "error"
+    throws: tuple[type[BaseException], ...] = ()
     description: str = ""
 
     def describe(self) -> dict[str, Any]:
@@ -51,6 +38,7 @@ class Task:
             "backoff": self.backoff,
             "timeout": self.timeout,
             "on_full": self.on_full,
+            "throws": [exc.__name__ for exc in self.throws],
             "description": self.description,
         }
 
@@ -74,9 +62,6 @@ class TaskRegistry:
         except KeyError:
             raise UnknownTask(f"no task named {name!r}") from None
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._tasks
-
     def all(self) -> list[Task]:
         return sorted(self._tasks.values(), key=lambda task: task.name)
 
@@ -89,14 +74,29 @@ def is_seconds(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def option_problem(max_attempts: object, backoff: object, max_backoff: object, timeout: object) -> str | None:
-    """What is wrong with a task's retry and timeout options (the API's rule for max_attempts), or None."""
+def attempts_problem(max_attempts: object) -> str | None:
+    """What is wrong with a number of attempts, or None: one rule for tasks and for jobs."""
     if (
         isinstance(max_attempts, bool)
         or not isinstance(max_attempts, int)
         or not 1 <= max_attempts <= MAX_ATTEMPTS
     ):
-        return f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS}, got {max_attempts!r}"
+        return f"must be a whole number from 1 to {MAX_ATTEMPTS}"
+    return None
+
+
+def option_problem(
+    max_attempts: object, backoff: object, max_backoff: object, timeout: object, throws: object
+) -> str | None:
+    """What is wrong with a task's retry and timeout options, or None."""
+    problem = attempts_problem(max_attempts)
+    if problem:
+        return f"max_attempts {problem}, got {max_attempts!r}"
+    if not (
+        isinstance(throws, tuple)
+        and all(isinstance(exc, type) and issubclass(exc, BaseException) for exc in throws)
+    ):
+        return f"throws must be a tuple of exception classes, got {throws!r}"
     for option, value in (("backoff", backoff), ("max_backoff", max_backoff)):
         if not (is_seconds(value) and value >= 0):
             return f"{option} must be a number of seconds of at least 0, got {value!r}"
@@ -114,19 +114,22 @@ def job(
     max_backoff: float = 300.0,
     timeout: float | None = None,
     on_full: str = "error",
+    throws: tuple[type[BaseException], ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as a task and return it unchanged.
 
     ``name`` defaults to ``module.function``. ``backoff`` is the first retry's delay in
     seconds, doubled on each attempt up to ``max_backoff``, with jitter. ``on_full`` says what a
     mule task does when the mule queue is full: ``error`` (the caller is told) or ``spooler``.
+    ``throws`` names the exceptions that are final: the job fails at once, without a retry (as
+    when the task raises ``PermanentFailure``).
     Raises ``JobError`` on a bad option or a name already taken by another function.
     """
     if backend not in BACKENDS:
         raise JobError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if on_full not in ON_FULL:
         raise JobError(f"on_full must be one of {', '.join(ON_FULL)}, got {on_full!r}")
-    problem = option_problem(max_attempts, backoff, max_backoff, timeout)
+    problem = option_problem(max_attempts, backoff, max_backoff, timeout, throws)
     if problem:
         raise JobError(problem)
 
@@ -141,6 +144,7 @@ def job(
                 max_backoff=max_backoff,
                 timeout=timeout,
                 on_full=on_full,
+                throws=throws,
                 description=(inspect.getdoc(func) or "").split("\n")[0],
             )
         )

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.jobs.context import RunningJob, _current
-from app.jobs.registry import JobError, TaskRegistry, UnknownTask
-from app.jobs.store import FAILED, RETRYING, RUNNING, SUCCEEDED
+from app.jobs.errors import OutcomeNotRecorded, PermanentFailure, UnknownTask
+from app.jobs.registry import Task, TaskRegistry
+from app.jobs.states import JobStatus
+from app.jobs.store import Verdict
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -32,17 +34,13 @@ UNRECORDED_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of a run: a job status, or a claim verdict (skip, busy) when none started.
-    ``retry_at`` is set when another attempt is due."""
+    """What became of a run: the claim's ``verdict`` and, when it changed the job, the ``status``
+    it left (None when nothing ran). ``retry_at`` is set when another attempt is due."""
 
     job: Job | None
-    status: str
+    verdict: Verdict
+    status: JobStatus | None = None
     retry_at: float | None = None
-
-
-class OutcomeNotRecorded(JobError):
-    """An attempt ended, but the database refused its outcome (a full disk, say): the runner
-    keeps it and records it when the job comes up again in this process, instead of rerunning."""
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
@@ -59,6 +57,12 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with jitter: about base·2^(attempt-1), never above ``cap``."""
     delay = min(cap, base * 2 ** (attempt - 1))
     return delay / 2 + random.uniform(0, delay / 2)
+
+
+def is_final(task: Task, exc: BaseException) -> bool:
+    """Whether ``exc`` ends the job at once: the task raised ``PermanentFailure`` or one of the
+    exception classes it ``throws``."""
+    return isinstance(exc, (PermanentFailure, *task.throws))
 
 
 class Runner:
@@ -95,9 +99,10 @@ class Runner:
             return self._record(job_id, pending)
         claim = self.store.claim(job_id, allow_rerun=allow_rerun, handle=handle)
         job = claim.job
-        if claim.verdict != RUNNING or job is None:
-            if claim.error is not None and job is not None:
+        if claim.verdict is not Verdict.RUN or job is None:
+            if claim.verdict is Verdict.LOST and job is not None and claim.error is not None:
                 log.warning("job %s %s failed: %s", job.id, job.task, claim.error["message"])
+                return Outcome(job, claim.verdict, JobStatus.FAILED)
             return Outcome(job, claim.verdict)
         try:
             task = self.registry.get(job.task)
@@ -116,9 +121,9 @@ class Runner:
             result_json = json.dumps(result, default=str)
         except (Exception, SystemExit) as exc:  # SystemExit too: a thread job would stay running
             error = describe_error(exc)
-            return self._record(
-                job.id, lambda: self._failed_attempt(job, task.backoff, task.max_backoff, error)
-            )
+            if is_final(task, exc):
+                return self._record(job.id, lambda: self._fail(job, error))
+            return self._record(job.id, lambda: self._failed_attempt(job, task, error))
         finally:
             if timeout_guard is not None and job.timeout:
                 timeout_guard(0)
@@ -137,15 +142,17 @@ class Runner:
 
     def _succeed(self, job: Job, result_json: str) -> Outcome:
         self.store.succeed(job, result_json)
-        return Outcome(job, SUCCEEDED)
+        return Outcome(job, Verdict.RUN, JobStatus.SUCCEEDED)
 
     def _fail(self, job: Job, error: dict[str, Any]) -> Outcome:
+        """Fail the job at once: its failure is final, whatever attempts remain."""
         self.store.fail_attempt(job, error, retry_at=None)
-        return Outcome(job, FAILED)
+        log.warning("job %s %s failed for good: %s", job.id, job.task, error["message"])
+        return Outcome(job, Verdict.RUN, JobStatus.FAILED)
 
-    def _failed_attempt(self, job: Job, backoff: float, cap: float, error: dict[str, Any]) -> Outcome:
+    def _failed_attempt(self, job: Job, task: Task, error: dict[str, Any]) -> Outcome:
         if job.attempts < job.max_attempts:
-            retry_at = time.time() + backoff_delay(job.attempts, backoff, cap)
+            retry_at = time.time() + backoff_delay(job.attempts, task.backoff, task.max_backoff)
             self.store.fail_attempt(job, error, retry_at=retry_at)
             log.info(
                 "job %s %s attempt %d failed (%s), retry due",
@@ -154,12 +161,12 @@ class Runner:
                 job.attempts,
                 error["message"],
             )
-            return Outcome(job, RETRYING, retry_at)
+            return Outcome(job, Verdict.RUN, JobStatus.RETRYING, retry_at)
         self.store.fail_attempt(job, error, retry_at=None)
         log.warning(
             "job %s %s failed after %d attempts: %s", job.id, job.task, job.attempts, error["message"]
         )
-        return Outcome(job, FAILED)
+        return Outcome(job, Verdict.RUN, JobStatus.FAILED)
 
     def run_once(
         self, job_id: str, retries: Backend, timeout_guard: Callable[[int], None] | None = None
@@ -175,7 +182,7 @@ class Runner:
             log.exception("job %s: internal error", job_id)
             try:
                 job = self.store.get(job_id)
-                if job is not None and job.status == RUNNING:
+                if job is not None and job.status == JobStatus.RUNNING:
                     self.store.fail_attempt(job, describe_error(exc), retry_at=None)
                 elif job is not None:
                     self.store.fail_unstarted(job_id, describe_error(exc))

@@ -50,4 +50,9 @@ MIGRATIONS: tuple[str, ...] = (
         pid INTEGER NOT NULL
     );
     """,
+    # 3: page views are the example's (app/examples/page_views.py keeps them in a file of its own);
+    # the counts of the page-view demo start again from zero.
+    """
+    DROP TABLE counters;
+    """,
 )

@@ -10,28 +10,13 @@ import uuid
 from collections.abc import Iterable, Sized
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from app.db import Database
 from app.jobs import owner
 from app.jobs.owner import Owner
-
-QUEUED = "queued"
-SCHEDULED = "scheduled"
-RUNNING = "running"
-RETRYING = "retrying"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-
-# What claim() found: run the attempt (RUNNING), nothing to do (SKIP), another live process
-# has it (BUSY), or the job has just failed because its last attempt was lost (FAILED).
-SKIP = "skip"
-BUSY = "busy"
-
-STATUSES = (QUEUED, SCHEDULED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED)
-WAITING = (QUEUED, SCHEDULED, RETRYING)
-FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+from app.jobs.states import FINISHED, WAITING, JobStatus
 
 
 def _marks(values: Sized) -> str:
@@ -58,7 +43,7 @@ class Job:
     task: str
     args: Any
     backend: str
-    status: str
+    status: JobStatus
     attempts: int
     max_attempts: int
     timeout: float | None
@@ -86,6 +71,7 @@ class Job:
     @classmethod
     def from_row(cls, row: Any) -> Job:
         data = dict(row)
+        data["status"] = JobStatus(data["status"])
         data["args"] = json.loads(data["args"])
         data["result"] = json.loads(data["result"]) if data["result"] is not None else None
         data["error"] = json.loads(data["error"]) if data["error"] is not None else None
@@ -115,10 +101,19 @@ class Job:
         }
 
 
+class Verdict(StrEnum):
+    """What ``JobStore.claim`` found: a claim's answer, not a job's state."""
+
+    RUN = "run"  # the attempt has started: run the task
+    SKIP = "skip"  # nothing to do: no such job, or it is not waiting
+    BUSY = "busy"  # another live process runs it
+    LOST = "lost"  # its last attempt was lost and none remain: the job has just failed
+
+
 @dataclass(frozen=True)
 class Claim:
     job: Job | None
-    verdict: str
+    verdict: Verdict
     error: dict[str, Any] | None = None
 
 
@@ -144,7 +139,7 @@ class JobStore:
         """Insert a new record; returns None when ``unique_key`` is already taken."""
         now = time.time()
         job_id = uuid.uuid4().hex
-        status = SCHEDULED if run_at is not None and run_at > now else QUEUED
+        status = JobStatus.SCHEDULED if run_at is not None and run_at > now else JobStatus.QUEUED
         values = {
             "id": job_id,
             "task": task,
@@ -181,7 +176,7 @@ class JobStore:
     def list(
         self,
         *,
-        status: str | None = None,
+        status: JobStatus | None = None,
         task: str | None = None,
         limit: int = 50,
         before: tuple[float, str] | None = None,
@@ -205,11 +200,11 @@ class JobStore:
         )
         return [Job.from_row(row) for row in rows]
 
-    def set_handle(self, job_id: str, handle: str | None, backend: str | None = None) -> None:
+    def set_handle(self, job_id: str, handle: str, backend: str) -> None:
         """Remember the backend's handle on the job (a spool file's path), and which backend."""
         with self.db.write() as tx:
             tx.execute(
-                "UPDATE jobs SET handle = ?, backend = coalesce(?, backend), updated_at = ? WHERE id = ?",
+                "UPDATE jobs SET handle = ?, backend = ?, updated_at = ? WHERE id = ?",
                 (handle, backend, time.time(), job_id),
             )
 
@@ -228,30 +223,30 @@ class JobStore:
         with self.db.write() as tx:
             row = tx.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
-                return Claim(None, SKIP)
+                return Claim(None, Verdict.SKIP)
             job = Job.from_row(row)
             lost = None
-            if job.status == RUNNING:
+            if job.status == JobStatus.RUNNING:
                 if not allow_rerun:
-                    return Claim(job, SKIP)
+                    return Claim(job, Verdict.SKIP)
                 if job.holder != me and owner.alive(job.holder):
-                    return Claim(job, BUSY)
+                    return Claim(job, Verdict.BUSY)
                 lost = lost_attempt_error(job, now)
                 if job.attempts >= job.max_attempts:
                     tx.execute(
                         "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ?",
-                        (FAILED, json.dumps(lost), now, now, job_id),
+                        (JobStatus.FAILED, json.dumps(lost), now, now, job_id),
                     )
-                    return Claim(job, FAILED, lost)
+                    return Claim(job, Verdict.LOST, lost)
             elif job.status not in WAITING:
-                return Claim(job, SKIP)
+                return Claim(job, Verdict.SKIP)
             deadline = now + job.timeout if job.timeout else None
             tx.execute(
                 "UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?, pid = ?,"
                 " owner = ?, handle = coalesce(?, handle), deadline = ?, error = coalesce(?, error),"
                 " progress = NULL, progress_message = NULL, updated_at = ? WHERE id = ?",
                 (
-                    RUNNING,
+                    JobStatus.RUNNING,
                     now,
                     me.pid,
                     str(me),
@@ -263,7 +258,7 @@ class JobStore:
                 ),
             )
             claimed = tx.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Claim(Job.from_row(claimed), RUNNING)
+        return Claim(Job.from_row(claimed), Verdict.RUN)
 
     def succeed(self, job: Job, result_json: str) -> bool:
         """Record the attempt's result; False if the record moved on meanwhile (reaped)."""
@@ -272,7 +267,7 @@ class JobStore:
             cursor = tx.execute(
                 "UPDATE jobs SET status = ?, result = ?, finished_at = ?, progress = 1.0,"
                 " updated_at = ? WHERE id = ? AND status = ? AND attempts = ?",
-                (SUCCEEDED, result_json, now, now, job.id, RUNNING, job.attempts),
+                (JobStatus.SUCCEEDED, result_json, now, now, job.id, JobStatus.RUNNING, job.attempts),
             )
             return cursor.rowcount == 1
 
@@ -280,7 +275,7 @@ class JobStore:
         """Record a failed or lost attempt: ``retrying`` until ``retry_at``, or ``failed`` if
         None; False if the record moved on meanwhile."""
         now = time.time()
-        status = RETRYING if retry_at is not None else FAILED
+        status = JobStatus.RETRYING if retry_at is not None else JobStatus.FAILED
         with self.db.write() as tx:
             cursor = tx.execute(
                 "UPDATE jobs SET status = ?, error = ?, run_at = ?, finished_at = ?,"
@@ -292,7 +287,7 @@ class JobStore:
                     None if retry_at is not None else now,
                     now,
                     job.id,
-                    RUNNING,
+                    JobStatus.RUNNING,
                     job.attempts,
                 ),
             )
@@ -301,13 +296,13 @@ class JobStore:
     def fail_unstarted(self, job_id: str, error: dict[str, Any]) -> bool:
         """Fail a job that has not started (it could not be handed over, or its handover was
         lost); False if it has started or finished meanwhile."""
-        return self._finish_unstarted(job_id, FAILED, error)
+        return self._finish_unstarted(job_id, JobStatus.FAILED, error)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not started; False if it has started or finished."""
-        return self._finish_unstarted(job_id, CANCELLED, None)
+        return self._finish_unstarted(job_id, JobStatus.CANCELLED, None)
 
-    def _finish_unstarted(self, job_id: str, status: str, error: dict[str, Any] | None) -> bool:
+    def _finish_unstarted(self, job_id: str, status: JobStatus, error: dict[str, Any] | None) -> bool:
         now = time.time()
         with self.db.write() as tx:
             cursor = tx.execute(
@@ -322,7 +317,7 @@ class JobStore:
             tx.execute(
                 "UPDATE jobs SET progress = ?, progress_message = ?, updated_at = ?"
                 " WHERE id = ? AND status = ?",
-                (progress, message, time.time(), job_id, RUNNING),
+                (progress, message, time.time(), job_id, JobStatus.RUNNING),
             )
 
     def requeue(self, job_id: str, extra_attempts: int, handle: str | None) -> Job | None:
@@ -333,7 +328,15 @@ class JobStore:
                 "UPDATE jobs SET status = ?, max_attempts = attempts + ?, run_at = NULL,"
                 " finished_at = NULL, handle = ?, updated_at = ?"
                 " WHERE id = ? AND status IN (?, ?)",
-                (QUEUED, extra_attempts, handle, now, job_id, FAILED, CANCELLED),
+                (
+                    JobStatus.QUEUED,
+                    extra_attempts,
+                    handle,
+                    now,
+                    job_id,
+                    JobStatus.FAILED,
+                    JobStatus.CANCELLED,
+                ),
             )
             if cursor.rowcount == 0:
                 return None
@@ -345,7 +348,7 @@ class JobStore:
         names = tuple(volatile_backends)
         rows = self.db.read(
             f"SELECT * FROM jobs WHERE status = ? OR (status = ? AND backend IN ({_marks(names)}))",
-            (RUNNING, QUEUED, *names),
+            (JobStatus.RUNNING, JobStatus.QUEUED, *names),
         )
         return [Job.from_row(row) for row in rows]
 
@@ -367,21 +370,6 @@ class JobStore:
                 (*FINISHED, older_than),
             )
             return cursor.rowcount
-
-    def increment(self, name: str, by: int = 1) -> int:
-        """Add to a named counter and return its new value."""
-        with self.db.write() as tx:
-            tx.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-                (name, by),
-            )
-            row = tx.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
-        return int(row["value"])
-
-    def counter(self, name: str) -> int:
-        rows = self.db.read("SELECT value FROM counters WHERE name = ?", (name,))
-        return int(rows[0]["value"]) if rows else 0
 
 
 def lost_attempt_error(job: Job, now: float) -> dict[str, Any]:

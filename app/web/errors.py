@@ -46,19 +46,22 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return body
 
 
+# The HTTP status and error code of each error of the job layer (app/jobs/errors.py); an error
+# takes the entry of its nearest listed class, and any other JobError is a job not queued.
+JOB_ERROR_ANSWERS: dict[type[JobError], tuple[int, str]] = {
+    JobNotFound: (404, "not_found"),
+    UnknownTask: (404, "unknown_task"),
+    InvalidJob: (400, "validation_failed"),
+    JobConflict: (409, "conflict"),
+    QueueFull: (503, "queue_full"),
+    JobError: (503, "not_queued"),
+}
+
+
 def as_api_error(exc: JobError) -> ApiError:
-    """The HTTP answer to an error of the job layer."""
-    if isinstance(exc, JobNotFound):
-        return ApiError(404, "not_found", str(exc))
-    if isinstance(exc, UnknownTask):
-        return ApiError(404, "unknown_task", str(exc))
-    if isinstance(exc, InvalidJob):
-        return ApiError(400, "validation_failed", str(exc), exc.details)
-    if isinstance(exc, JobConflict):
-        return ApiError(409, "conflict", str(exc))
-    if isinstance(exc, QueueFull):
-        return ApiError(503, "queue_full", f"{exc}; the job was recorded as failed")
-    return ApiError(503, "not_queued", str(exc))
+    """The HTTP answer to an error of the job layer, from ``JOB_ERROR_ANSWERS``."""
+    status, code = next(JOB_ERROR_ANSWERS[cls] for cls in type(exc).__mro__ if cls in JOB_ERROR_ANSWERS)
+    return ApiError(status, code, str(exc), exc.details if isinstance(exc, InvalidJob) else None)
 
 
 def nests_deeper_than(value: object, limit: int) -> bool:

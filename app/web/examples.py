@@ -11,6 +11,7 @@ from flask.typing import ResponseReturnValue
 from app.jobs import JobError, current_jobs
 from app.web.auth import operator_only
 from app.web.errors import ApiError
+from app.web.request_id import request_id
 
 bp = Blueprint("examples", __name__, url_prefix="/api/examples")
 
@@ -38,7 +39,7 @@ def create_thumbnail() -> ResponseReturnValue:
     upload = uploads / f"{name}{suffix}"
     upload.write_bytes(data)
     try:
-        job = current_jobs().enqueue("examples.thumbnail", {"upload": upload.name})
+        job = current_jobs().enqueue("examples.thumbnail", {"upload": upload.name}, request_id=request_id())
     except JobError:
         upload.unlink(missing_ok=True)
         raise

@@ -42,7 +42,7 @@ def readyz() -> ResponseReturnValue:
     except OSError as exc:
         problems["spool_dir"] = f"{settings.spool_dir} is not writable: {exc.strerror}"
     try:
-        current_jobs().store.record_readiness()
+        current_jobs().record_readiness()
     except sqlite3.Error as exc:
         problems["database"] = f"{settings.database_path} cannot commit a write: {exc}"
     if problems:

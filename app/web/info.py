@@ -10,19 +10,20 @@ from flask import Blueprint, current_app, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
 from app import runtime
+from app.examples.page_views import page_views
 from app.jobs import JobError, current_jobs
+from app.web.request_id import request_id
 
 bp = Blueprint("info", __name__)
 
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
-    jobs = current_jobs()
     # Fire and forget on a mule: the page records the job but never waits for the counting,
     # and a full queue or a lost count leaves the page as it is.
     with contextlib.suppress(JobError):
-        jobs.enqueue("examples.count_page_view", {"page": "index"})
-    return render_template("index.html", views=jobs.store.counter("page_views:index"))
+        current_jobs().enqueue("examples.count_page_view", {"page": "index"}, request_id=request_id())
+    return render_template("index.html", views=page_views().views("index"))
 
 
 @bp.get("/api/info")

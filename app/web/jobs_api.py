@@ -1,6 +1,6 @@
 """The jobs API: enqueue, inspect, retry and cancel background jobs. Operators only.
 
-Errors of the job layer become JSON answers in one place (``errors.as_api_error``)."""
+Errors of the job layer become JSON answers in one place (``errors.JOB_ERROR_ANSWERS``)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 from flask import Blueprint, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
-from app.jobs import current_jobs
-from app.jobs.store import STATUSES
+from app.jobs import InvalidJob, JobStatus, current_jobs
 from app.web.auth import operator_only
 from app.web.errors import ApiError
+from app.web.request_id import request_id
 
 bp = Blueprint("jobs_api", __name__, url_prefix="/api")
 
@@ -40,37 +40,23 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-def parse_enqueue(body: dict[str, Any]) -> dict[str, Any]:
-    """Check the fields of POST /api/jobs; raises ApiError 400 with per-field details."""
-    details = {name: "unknown field" for name in body.keys() - ENQUEUE_FIELDS}
-    task = body.get("task")
-    if not isinstance(task, str) or not task:
-        details["task"] = "required: the name of a registered task (see GET /api/tasks)"
-    args = body.get("args", {})
-    backend = body.get("backend")
-    delay = body.get("delay")
-    max_attempts = body.get("max_attempts")
-    details.update(current_jobs().option_problems(args, backend, delay, max_attempts))
-    if details:
-        raise ApiError(400, "validation_failed", "the job is not valid", details)
-    return {
-        "task": task,
-        "args": args,
-        "backend": backend,
-        "delay": delay,
-        "max_attempts": max_attempts,
-    }
-
-
 @bp.post("/jobs")
 def enqueue() -> ResponseReturnValue:
-    fields = parse_enqueue(json_body())
-    job = current_jobs().enqueue(
+    """Enqueue a job; the job layer checks its fields (400 with every problem, by field)."""
+    body = json_body()
+    jobs = current_jobs()
+    fields: dict[str, Any] = {name: body.get(name) for name in ENQUEUE_FIELDS}
+    unknown = {name: "unknown field" for name in body.keys() - ENQUEUE_FIELDS}
+    if unknown:
+        # Refused whatever else it says; the answer lists the other fields' problems too.
+        raise InvalidJob("the job is not valid", {**unknown, **jobs.option_problems(**fields)})
+    job = jobs.enqueue(
         fields["task"],
         fields["args"],
         backend=fields["backend"],
         delay=fields["delay"],
         max_attempts=fields["max_attempts"],
+        request_id=request_id(),
     )
     response = jsonify(job.to_dict())
     response.status_code = 202
@@ -83,8 +69,8 @@ def index() -> ResponseReturnValue:
     status = request.args.get("status") or None
     task = request.args.get("task") or None
     details = {}
-    if status is not None and status not in STATUSES:
-        details["status"] = f"must be one of {', '.join(STATUSES)}"
+    if status is not None and status not in list(JobStatus):
+        details["status"] = f"must be one of {', '.join(JobStatus)}"
     try:
         limit = int(request.args.get("limit", "50"))
         if not 1 <= limit <= MAX_LIMIT:
@@ -101,7 +87,9 @@ def index() -> ResponseReturnValue:
             details["cursor"] = "is not a cursor this API returned"
     if details:
         raise ApiError(400, "validation_failed", "invalid query", details)
-    page = current_jobs().store.list(status=status, task=task, limit=limit, before=before)
+    page = current_jobs().list(
+        status=JobStatus(status) if status else None, task=task, limit=limit, before=before
+    )
     next_cursor = None
     if len(page) == limit:
         last = page[-1]
@@ -126,4 +114,4 @@ def cancel(job_id: str) -> ResponseReturnValue:
 
 @bp.get("/tasks")
 def tasks() -> ResponseReturnValue:
-    return jsonify(tasks=[task.describe() for task in current_jobs().registry.all()])
+    return jsonify(tasks=[task.describe() for task in current_jobs().tasks()])

@@ -14,12 +14,8 @@ import time
 from typing import Any, Protocol
 
 from app.jobs import owner
-from app.jobs.registry import JobError
-from app.jobs.store import RUNNING, Job, error_record, lost_attempt_error
-
-
-class QueueFull(JobError):
-    """The backend cannot take the job now (the mule queue is full)."""
+from app.jobs.states import JobStatus
+from app.jobs.store import Job, error_record, lost_attempt_error
 
 
 class Backend(Protocol):
@@ -47,7 +43,7 @@ class Backend(Protocol):
 def lost_with_owner(job: Job, gone: str) -> dict[str, Any] | None:
     """``Backend.lost`` for a backend whose handle is the ``Owner`` holding the queued job in
     memory: lost once that owner, or the running attempt's, is gone; ``gone`` says how."""
-    if job.status == RUNNING:
+    if job.status == JobStatus.RUNNING:
         return None if owner.alive(job.holder) else lost_attempt_error(job, time.time())
     holder = owner.Owner.parse(job.handle)
     if owner.alive(holder):

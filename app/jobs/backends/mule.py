@@ -14,7 +14,8 @@ from types import ModuleType
 from typing import Any
 
 from app.jobs import owner
-from app.jobs.backends import Backend, QueueFull, lost_with_owner
+from app.jobs.backends import Backend, lost_with_owner
+from app.jobs.errors import QueueFull
 from app.jobs.runner import Runner
 from app.jobs.store import Job
 

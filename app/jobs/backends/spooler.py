@@ -18,9 +18,10 @@ from types import ModuleType
 from typing import Any
 
 from app.jobs import owner
-from app.jobs.registry import JobError
-from app.jobs.runner import OutcomeNotRecorded, Runner
-from app.jobs.store import BUSY, RUNNING, Job, JobStore, error_record, lost_attempt_error
+from app.jobs.errors import JobError, OutcomeNotRecorded
+from app.jobs.runner import Runner
+from app.jobs.states import JobStatus
+from app.jobs.store import Job, JobStore, Verdict, error_record, lost_attempt_error
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class SpoolerBackend:
         """A job whose spool file exists is not lost: the spooler runs it (again)."""
         if job.handle and os.path.exists(job.handle):
             return None
-        if job.status == RUNNING:
+        if job.status == JobStatus.RUNNING:
             return None if owner.alive(job.holder) else lost_attempt_error(job, time.time())
         return error_record("WorkerLost", f"its spool file {job.handle} is gone")
 
@@ -90,7 +91,7 @@ class SpoolerBackend:
         except Exception:
             log.exception("job %s: internal error, spool file kept for a later try", job_id)
             return self._postpone(path, time.time() + RETRY_AFTER_INTERNAL_ERROR)
-        if outcome.status == BUSY:
+        if outcome.verdict is Verdict.BUSY:
             log.warning("job %s is still running in another live process: file kept", job_id)
             return self._postpone(path, time.time() + RETRY_AFTER_INTERNAL_ERROR)
         if outcome.retry_at is not None:

@@ -7,7 +7,6 @@ stop a thread. Also the executor for everything when the app runs without uWSGI.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -19,17 +18,17 @@ from app.jobs.backends import Backend, lost_with_owner
 from app.jobs.runner import Runner
 from app.jobs.store import Job
 
-log = logging.getLogger(__name__)
+# Jobs one process runs at once; more wait in the pool's queue.
+POOL_THREADS = 4
 
 
 class ThreadBackend:
     name = "thread"
     volatile = True
 
-    def __init__(self, runner: Runner, later: Backend | None = None, max_workers: int = 4) -> None:
+    def __init__(self, runner: Runner, later: Backend | None = None) -> None:
         self.runner = runner
         self.later = later
-        self.max_workers = max_workers
         self._pool: ThreadPoolExecutor | None = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -38,7 +37,7 @@ class ThreadBackend:
         # A pool made before a fork has no threads in the child: make one per process.
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
-                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="job")
+                self._pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="job")
                 self._pid = os.getpid()
             return self._pool
 
