@@ -138,15 +138,15 @@ def test_many_workers_and_threads_enqueueing_at_once_record_every_job_once(
 def test_a_full_mule_queue_is_reported_and_nothing_vanishes(stack: Stack) -> None:
     blocker = stack.enqueue("diag.sleep", {"seconds": 4}, backend="mule")
     stack.wait_for_job(blocker["id"], ("running",))
-    accepted, refused = [], None
+    accepted, refused, retry_after = [], None, None
     for _ in range(5000):
         answer = stack.post("/api/jobs", json={"task": "diag.noop", "backend": "mule"})
         if answer.status_code == 503:
-            refused = answer.json()
+            refused, retry_after = answer.json(), answer.headers.get("Retry-After")
             break
         assert answer.status_code == 202
         accepted.append(answer.json()["id"])
-    assert refused is not None and refused["error"] == "queue_full"
+    assert refused is not None and refused["error"] == "queue_full" and retry_after == "1"
     failed = stack.get("/api/jobs?status=failed&task=diag.noop&limit=1").json()["jobs"][0]
     assert failed["error"]["type"] == "QueueFull"
     for job_id in accepted:

@@ -61,7 +61,10 @@ JOB_ERROR_ANSWERS: dict[type[JobError], tuple[int, str]] = {
 def as_api_error(exc: JobError) -> ApiError:
     """The HTTP answer to an error of the job layer, from ``JOB_ERROR_ANSWERS``."""
     status, code = next(JOB_ERROR_ANSWERS[cls] for cls in type(exc).__mro__ if cls in JOB_ERROR_ANSWERS)
-    return ApiError(status, code, str(exc), exc.details if isinstance(exc, InvalidJob) else None)
+    details = exc.details if isinstance(exc, InvalidJob) else None
+    # A 503 is "not now": say when to try again, as the other 503s of the stack do.
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return ApiError(status, code, str(exc), details, headers)
 
 
 def nests_deeper_than(value: object, limit: int) -> bool:
