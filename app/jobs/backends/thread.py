@@ -7,10 +7,12 @@ stop a thread. Also the executor for everything when the app runs without uWSGI.
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 from app.jobs import owner
@@ -18,8 +20,32 @@ from app.jobs.backends import Backend, lost_with_owner
 from app.jobs.runner import Runner
 from app.jobs.store import Job
 
+log = logging.getLogger(__name__)
+
 # Jobs one process runs at once; more wait in the pool's queue.
 POOL_THREADS = 4
+
+
+class DaemonPool:
+    """Threads that never hold up their process's exit. ThreadPoolExecutor's threads are joined
+    when the interpreter exits, so one running job kept a reloading worker alive until uWSGI's
+    mercy kill, and every request waited; a thread job dies with its worker anyway."""
+
+    def __init__(self, threads: int) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        for number in range(threads):
+            threading.Thread(target=self._work, name=f"job-{number}", daemon=True).start()
+
+    def submit(self, call: Callable[[], None]) -> None:
+        self._queue.put(call)
+
+    def _work(self) -> None:
+        while True:
+            call = self._queue.get()
+            try:
+                call()
+            except Exception:  # a pool thread must outlive any one job
+                log.exception("thread job raised")
 
 
 class ThreadBackend:
@@ -29,15 +55,15 @@ class ThreadBackend:
     def __init__(self, runner: Runner, later: Backend | None = None) -> None:
         self.runner = runner
         self.later = later
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
         self._pid = 0
         self._lock = threading.Lock()
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _executor(self) -> DaemonPool:
         # A pool made before a fork has no threads in the child: make one per process.
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
-                self._pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="job")
+                self._pool = DaemonPool(POOL_THREADS)
                 self._pid = os.getpid()
             return self._pool
 
@@ -65,7 +91,7 @@ class ThreadBackend:
             self._start(job.id)
 
     def _start(self, job_id: str) -> None:
-        self._executor().submit(self._run, job_id)
+        self._executor().submit(lambda: self._run(job_id))
 
     def _run(self, job_id: str) -> None:
         self.runner.run_once(job_id, retries=self)
