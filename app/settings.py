@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +31,6 @@ def _somaxconn() -> int:
         return int(Path("/proc/sys/net/core/somaxconn").read_text().strip())
     except (OSError, ValueError):
         return 128
-
-
-@dataclass(frozen=True)
-class Setting:
-    """How one environment variable is documented, defaulted and parsed."""
-
-    name: str
-    default: Callable[[], str]
-    meaning: str
-    parse: Callable[[str, str], Any]
 
 
 def _integer(low: int, high: int) -> Callable[[str, str], int]:
@@ -132,142 +122,196 @@ def _modules(name: str, raw: str) -> tuple[str, ...]:
     return modules
 
 
-def _const(value: object) -> Callable[[], str]:
-    return lambda: str(value)
+@dataclass(frozen=True)
+class Computed:
+    """A default worked out on this machine at start-up; ``shown`` is how the README states it."""
+
+    shown: str
+    compute: Callable[[], str]
 
 
-# The table of settings: README's settings table is generated from it (python -m app.serve settings).
-SETTINGS: tuple[Setting, ...] = (
-    Setting("HTTP_HOST", _const("127.0.0.1"), "Address nginx listens on", _host),
-    Setting("HTTP_PORT", _const(8080), "Port nginx listens on", _port),
-    Setting("STATS_HOST", _const("127.0.0.1"), "Address of the uWSGI stats server", _host),
-    Setting("STATS_PORT", _const(9191), "Port of the uWSGI stats server (JSON)", _port),
-    Setting(
-        "SOCKET",
-        _const(""),
-        "Where uWSGI listens for nginx: a unix socket path or host:port (default: RUN_DIR/uwsgi.sock)",
-        _text,
-    ),
-    Setting(
-        "PROCESSES",
-        lambda: str(max(2, 2 * usable_cpus())),
-        "uWSGI worker processes (default: twice the CPU cores this process may use, at least 2)",
-        _integer(1, 256),
-    ),
-    Setting("THREADS", _const(1), "Request threads per worker process", _integer(1, 64)),
-    Setting(
-        "HARAKIRI",
-        _const(30),
-        "Seconds before a stuck request's worker is killed; nginx waits 5 s longer",
-        _integer(2, 3600),
-    ),
-    Setting(
-        "QUEUE_TIMEOUT",
-        _const(""),
-        "Seconds a request may wait for a worker before it is shed with a 503 "
-        "(default: HARAKIRI; at most HARAKIRI + 4, below nginx's timeout)",
-        _optional(_integer(1, 3604)),
-    ),
-    Setting(
-        "MAX_REQUESTS",
-        _const(5000),
-        "Requests a worker serves before it is recycled",
-        _integer(1, 10_000_000),
-    ),
-    Setting(
-        "RELOAD_ON_RSS",
-        _const(512),
-        "Resident memory (MB) above which a worker is recycled",
-        _integer(16, 1_000_000),
-    ),
-    Setting(
-        "LISTEN_BACKLOG",
-        lambda: str(min(1024, _somaxconn())),
-        "Listen queue of the uWSGI socket (at most net.core.somaxconn)",
-        _backlog,
-    ),
-    Setting("MAX_BODY_SIZE", _const("10m"), "Largest request body nginx accepts (413 beyond)", _size),
-    Setting("DATA_DIR", _const("var/data"), "Database and job outputs", _directory),
-    Setting("SPOOL_DIR", _const("var/spool"), "uWSGI spooler directory: one file per job", _directory),
-    Setting("RUN_DIR", _const("var/run"), "Sockets, pid files, the master FIFO", _directory),
-    Setting("SPOOLER_PROCESSES", _const(2), "Spooler processes", _integer(1, 64)),
-    Setting("MULES", _const(1), "Mule processes for in-memory jobs", _integer(0, 64)),
-    Setting(
-        "JOBS_LOCAL_MODE",
-        _const("threads"),
-        "Without uWSGI, jobs run in a thread pool (threads) or at once in the caller (inline)",
-        _choice("threads", "inline"),
-    ),
-    Setting("JOBS_DIAG", _const("true"), "Register the diag.* tasks", _boolean),
-    Setting(
-        "JOBS_RETENTION_DAYS",
-        _const(7),
-        "Finished job records older than this are purged",
-        _integer(1, 3650),
-    ),
-    Setting(
-        "JOBS_IMPORT",
-        _const(""),
-        "Comma-separated modules to import at start-up: where your own tasks are declared",
-        _modules,
-    ),
-    Setting(
-        "OPERATOR_TOKEN",
-        _const(""),
-        "Bearer token for the jobs API; empty: only loopback clients may use it",
-        _text,
-    ),
-)
+@dataclass(frozen=True)
+class Compose:
+    """What a variable is under docker-compose.yml.
+
+    ``passed``: Compose hands it to the app's container, where unset or empty means the app's
+    default. ``default`` and ``meaning``: Compose reads it itself (a published port, an image).
+    ``image``: the Dockerfile fixes it in the app's container (a volume's path, the socket).
+    """
+
+    passed: bool = False
+    default: str | None = None
+    meaning: str | None = None
+    image: str | None = None
+
+
+PASSED = Compose(passed=True)
+
+
+def fixed_by_image(value: str) -> Compose:
+    """A setting the app's image fixes with an ENV line: Compose does not pass it."""
+    return Compose(image=value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one environment variable is defaulted, documented, parsed and used under Compose."""
+
+    default: str | Computed
+    meaning: str
+    parse: Callable[[str, str], Any]
+    compose: Compose | None
+
+    def raw_default(self) -> str:
+        """The default as the environment would give it, worked out on this machine."""
+        return self.default.compute() if isinstance(self.default, Computed) else self.default
+
+    def shown_default(self) -> str:
+        """The default as the README states it."""
+        return self.default.shown if isinstance(self.default, Computed) else self.default
+
+
+_DECLARATION = "setting"
+
+
+def declare(
+    default: str | Computed,
+    meaning: str,
+    parse: Callable[[str, str], Any],
+    compose: Compose | None = PASSED,
+) -> Any:
+    """A field of ``Settings`` carrying its declaration; the variable is the field's name in capitals.
+
+    ``compose``: how the variable is used under docker-compose.yml; None: natively only.
+    """
+    return field(metadata={_DECLARATION: Setting(default, meaning, parse, compose)})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The validated settings of one process."""
+    """The validated settings of one process, each field declared once, with its documentation.
 
-    http_host: str
-    http_port: int
-    stats_host: str
-    stats_port: int
-    socket: str
-    processes: int
-    threads: int
-    harakiri: int
-    queue_timeout: int
-    max_requests: int
-    reload_on_rss: int
-    listen_backlog: int
-    max_body_size: str
-    data_dir: Path
-    spool_dir: Path
-    run_dir: Path
-    spooler_processes: int
-    mules: int
-    jobs_local_mode: str
-    jobs_diag: bool
-    jobs_retention_days: int
-    jobs_import: tuple[str, ...]
-    operator_token: str
+    The README's tables, docker-compose.yml's header and pass-through list, and the Dockerfile's
+    ENV lines are generated from or checked against these declarations (tests/test_settings.py).
+    """
+
+    http_host: str = declare(
+        "127.0.0.1",
+        "Address nginx listens on",
+        _host,
+        Compose(default="0.0.0.0", meaning="Host address nginx is published on"),
+    )
+    http_port: int = declare(
+        "8080",
+        "Port nginx listens on",
+        _port,
+        Compose(default="8080", meaning="Host port nginx is published on"),
+    )
+    stats_host: str = declare(
+        "127.0.0.1", "Address of the uWSGI stats server", _host, fixed_by_image("0.0.0.0")
+    )
+    stats_port: int = declare(
+        "9191",
+        "Port of the uWSGI stats server (JSON)",
+        _port,
+        Compose(
+            default="9191",
+            meaning="Host port of the stats server, published on 127.0.0.1 only",
+            image="9191",
+        ),
+    )
+    socket: str = declare(
+        "",
+        "Where uWSGI listens for nginx: a unix socket path or host:port (default: RUN_DIR/uwsgi.sock)",
+        _text,
+        fixed_by_image("0.0.0.0:3031"),
+    )
+    processes: int = declare(
+        Computed("2 × CPU cores", lambda: str(max(2, 2 * usable_cpus()))),
+        "uWSGI worker processes (default: twice the CPU cores this process may use, at least 2)",
+        _integer(1, 256),
+    )
+    threads: int = declare("1", "Request threads per worker process", _integer(1, 64))
+    harakiri: int = declare(
+        "30",
+        "Seconds before a stuck request's worker is killed; nginx waits 5 s longer",
+        _integer(2, 3600),
+    )
+    queue_timeout: int = declare(
+        "",
+        "Seconds a request may wait for a worker before it is shed with a 503 "
+        "(default: HARAKIRI; at most HARAKIRI + 4, below nginx's timeout)",
+        _optional(_integer(1, 3604)),
+    )
+    max_requests: int = declare(
+        "5000", "Requests a worker serves before it is recycled", _integer(1, 10_000_000)
+    )
+    reload_on_rss: int = declare(
+        "512", "Resident memory (MB) above which a worker is recycled", _integer(16, 1_000_000)
+    )
+    listen_backlog: int = declare(
+        Computed("min(1024, somaxconn)", lambda: str(min(1024, _somaxconn()))),
+        "Listen queue of the uWSGI socket (at most net.core.somaxconn)",
+        _backlog,
+    )
+    max_body_size: str = declare("10m", "Largest request body nginx accepts (413 beyond)", _size)
+    data_dir: Path = declare("var/data", "Database and job outputs", _directory, fixed_by_image("/data"))
+    spool_dir: Path = declare(
+        "var/spool",
+        "uWSGI spooler directory: one file per job",
+        _directory,
+        fixed_by_image("/spool"),
+    )
+    run_dir: Path = declare(
+        "var/run", "Sockets, pid files, the master FIFO", _directory, fixed_by_image("/run/app")
+    )
+    spooler_processes: int = declare("2", "Spooler processes", _integer(1, 64))
+    mules: int = declare("1", "Mule processes for in-memory jobs", _integer(0, 64))
+    jobs_local_mode: str = declare(
+        "threads",
+        "Without uWSGI, jobs run in a thread pool (threads) or at once in the caller (inline)",
+        _choice("threads", "inline"),
+        compose=None,
+    )
+    jobs_diag: bool = declare("true", "Register the diag.* tasks", _boolean)
+    jobs_retention_days: int = declare(
+        "7", "Finished job records older than this are purged", _integer(1, 3650)
+    )
+    jobs_import: tuple[str, ...] = declare(
+        "",
+        "Comma-separated modules to import at start-up: where your own tasks are declared",
+        _modules,
+    )
+    operator_token: str = declare(
+        "", "Bearer token for the jobs API; empty: only loopback clients may use it", _text
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every setting; raises ``SettingsError`` on the first bad one."""
         env = os.environ if environ is None else environ
         values = {}
-        for setting in SETTINGS:
-            raw = env.get(setting.name)
+        for name, setting in SETTINGS.items():
+            raw = env.get(name)
             if raw is None or raw.strip() == "":
-                raw = setting.default()
-            values[setting.name.lower()] = setting.parse(setting.name, raw)
+                raw = setting.raw_default()
+            values[name.lower()] = setting.parse(name, raw)
         if not values["socket"]:
             values["socket"] = str(values["run_dir"] / "uwsgi.sock")
         if values["queue_timeout"] is None:
             values["queue_timeout"] = values["harakiri"]
-        if values["queue_timeout"] > values["harakiri"] + 4:
+        settings = cls(**values)
+        if settings.queue_timeout >= settings.upstream_timeout:
             raise SettingsError(
-                f"QUEUE_TIMEOUT: expected at most HARAKIRI + 4 = {values['harakiri'] + 4} "
-                f"(nginx gives up after HARAKIRI + 5), got {values['queue_timeout']}"
+                f"QUEUE_TIMEOUT: expected at most HARAKIRI + 4 = {settings.upstream_timeout - 1} "
+                f"(nginx gives up after HARAKIRI + 5), got {settings.queue_timeout}"
             )
-        return cls(**values)
+        return settings
+
+    @property
+    def upstream_timeout(self) -> int:
+        """Seconds nginx waits for uWSGI: 5 s beyond HARAKIRI, so that uWSGI ends a stuck request first."""
+        return self.harakiri + 5
 
     @property
     def socket_path(self) -> Path | None:
@@ -281,16 +325,50 @@ class Settings:
     def database_path(self) -> Path:
         return self.data_dir / "app.sqlite3"
 
+    @property
+    def media_dir(self) -> Path:
+        """Job outputs that nginx serves under /media/."""
+        return self.data_dir / "media"
+
+    @property
+    def thumbs_dir(self) -> Path:
+        """The thumbnail example's outputs, served under /media/thumbs/."""
+        return self.media_dir / "thumbs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """The thumbnail example's uploads: private, never served."""
+        return self.data_dir / "uploads"
+
+    def purge_cutoff(self, now: float, older_than_days: float | None = None) -> float:
+        """The time before which finished job records are purged (default: JOBS_RETENTION_DAYS)."""
+        days = self.jobs_retention_days if older_than_days is None else older_than_days
+        return now - days * 86400
+
     def as_env(self) -> dict[str, str]:
         """The settings as environment variables, normalised, for uwsgi.ini's $(NAME) lookups."""
         env = {}
-        for field in fields(self):
-            value = getattr(self, field.name)
+        for name in SETTINGS:
+            value = getattr(self, name.lower())
             if isinstance(value, bool):
                 value = "true" if value else "false"
             elif isinstance(value, tuple):
                 value = ",".join(value)
-            env[field.name.upper()] = str(value)
+            env[name] = str(value)
         socket_path = self.socket_path
         env["SOCKET"] = str(socket_path) if socket_path else self.socket
         return env
+
+
+# Every setting by its variable, in the order of the fields (and of the README's tables).
+SETTINGS: dict[str, Setting] = {f.name.upper(): f.metadata[_DECLARATION] for f in fields(Settings)}
+
+# Variables only docker-compose.yml reads: the stack's own, not the app's.
+COMPOSE_ONLY: dict[str, Compose] = {
+    "UPSTREAM_TIMEOUT": Compose(default="", meaning="Seconds nginx waits for uWSGI (default: HARAKIRI + 5)"),
+    "HEALTHCHECK_INTERVAL": Compose(default="10s", meaning="How often each service's health is checked"),
+    "PYTHON_IMAGE": Compose(default="python:3.11-slim-bookworm", meaning="Base of the app image"),
+    "NGINX_IMAGE": Compose(default="nginx:1.26-bookworm", meaning="The nginx image"),
+    "PIP_NO_INDEX": Compose(default="", meaning="1: build only from docker/wheelhouse/, offline"),
+    "APP_IMAGE": Compose(default="flask-uwsgi-stack-app", meaning="Tag of the built app image"),
+}

@@ -19,7 +19,7 @@ from app.launcher.master import exec_uwsgi
 from app.launcher.nginx import INSTALL_HINT, check_nginx_conf, find_nginx, render_nginx
 from app.launcher.ports import check_ports_free
 from app.launcher.private import PRIVATE_UMASK, make_private
-from app.launcher.settings_table import settings_table
+from app.launcher.settings_docs import FORMATS
 from app.settings import Settings, SettingsError
 
 EXIT_CODES = (
@@ -96,9 +96,18 @@ def reload() -> None:
 
 
 @main.command("settings")
-def settings_command() -> None:
-    """Print every setting, its default and its meaning, as the README's Markdown table."""
-    click.echo(settings_table())
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(list(FORMATS)),
+    default="native",
+    show_default=True,
+    help="native: README's Settings table; compose: its Compose settings table; "
+    "compose-header: docker-compose.yml's header comment.",
+)
+def settings_command(form: str) -> None:
+    """Print every setting, its default and its meaning, as the README or docker-compose.yml shows them."""
+    click.echo(FORMATS[form]())
 
 
 def _settings() -> Settings:

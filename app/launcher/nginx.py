@@ -38,8 +38,8 @@ def render_nginx(settings: Settings, nginx: str) -> Path:
         "MAX_BODY_SIZE": settings.max_body_size,
         "NGINX_DIR": str(PROJECT_ROOT / "nginx"),
         "STATIC_ROOT": str(PROJECT_ROOT / "app" / "static"),
-        "MEDIA_ROOT": str(settings.data_dir / "media"),
-        "UPSTREAM_TIMEOUT": str(settings.harakiri + 5),
+        "MEDIA_ROOT": str(settings.media_dir),
+        "UPSTREAM_TIMEOUT": str(settings.upstream_timeout),
         "RUN_DIR": str(settings.run_dir),
         "MIME_TYPES": str(_mime_types(nginx)),
         # Workers run as the user that owns the uWSGI socket and the private DATA_DIR
