@@ -21,15 +21,6 @@ THUMBNAIL_SIZE = (256, 256)
 Image.MAX_IMAGE_PIXELS = 40_000_000
 
 
-def media_dir() -> Path:
-    """Where job outputs go: DATA_DIR/media, served by nginx under /media/."""
-    return Path(current_app.config["SETTINGS"].data_dir) / "media"
-
-
-def uploads_dir() -> Path:
-    return Path(current_app.config["SETTINGS"].data_dir) / "uploads"
-
-
 # An upload that is not an image, or a decompression bomb, stays so: fail at once, keeping why.
 @job(
     "examples.thumbnail",
@@ -40,8 +31,9 @@ def uploads_dir() -> Path:
 )
 def thumbnail(upload: str) -> dict[str, object]:
     """Turn an uploaded image into a PNG thumbnail of at most 256×256 under /media/thumbs/."""
-    source = uploads_dir() / Path(upload).name
-    target = media_dir() / "thumbs" / f"{source.stem}.png"
+    settings = current_app.config["SETTINGS"]
+    source = settings.uploads_dir / Path(upload).name
+    target = settings.thumbs_dir / f"{source.stem}.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     running = current_job()
     try:

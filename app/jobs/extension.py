@@ -257,8 +257,7 @@ class Jobs:
     def purge(self, older_than_days: float | None = None) -> int:
         """Delete finished records older than ``older_than_days`` (default JOBS_RETENTION_DAYS);
         returns how many."""
-        days = self.settings.jobs_retention_days if older_than_days is None else older_than_days
-        return self.store.purge(time.time() - days * 86400)
+        return self.store.purge(self.settings.purge_cutoff(time.time(), older_than_days))
 
     def record_readiness(self) -> None:
         """Commit a write to the job store; raises ``sqlite3.Error`` when it cannot take one."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
@@ -34,7 +33,7 @@ def create_thumbnail() -> ResponseReturnValue:
     if not data:
         raise ApiError(400, "invalid_request", "the body is empty")
     name = uuid.uuid4().hex
-    uploads = Path(current_app.config["SETTINGS"].data_dir) / "uploads"
+    uploads = current_app.config["SETTINGS"].uploads_dir
     uploads.mkdir(parents=True, exist_ok=True)
     upload = uploads / f"{name}{suffix}"
     upload.write_bytes(data)

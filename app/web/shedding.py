@@ -1,11 +1,11 @@
 """Load shedding: a request nobody waits for any more is answered 503 at once, never run.
 
 Under a burst, requests wait in uWSGI's listen queue. nginx gives up on them after its read
-timeout (HARAKIRI + 5 s) and its client may leave sooner, but uWSGI would still run each one
-later, keeping the stack busy with work nobody reads. This middleware runs before Flask and
-sheds a request that waited longer than ``queue_timeout`` seconds (nginx stamps each request
-with ``X-Request-Start: t=<unix time>`` as it hands it over, overriding any client's copy) or
-whose upstream connection nginx has already closed.
+timeout (``Settings.upstream_timeout``, HARAKIRI + 5 s) and its client may leave sooner, but
+uWSGI would still run each one later, keeping the stack busy with work nobody reads. This
+middleware runs before Flask and sheds a request that waited longer than ``queue_timeout``
+seconds (nginx stamps each request with ``X-Request-Start: t=<unix time>`` as it hands it
+over, overriding any client's copy) or whose upstream connection nginx has already closed.
 """
 
 from __future__ import annotations
