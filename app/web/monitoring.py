@@ -1,14 +1,19 @@
-"""/metrics and /api/stats: operators only, like the jobs API."""
+"""/metrics, /api/stats and the dashboard.
+
+The data is for operators only, like the jobs API. The dashboard's page holds none: a browser
+cannot send a bearer token when it loads a page, so the page asks for the token and its script
+sends it with each call (without OPERATOR_TOKEN, loopback clients need none).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, render_template
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
-from app.jobs import current_jobs
+from app.jobs import JobStatus, current_jobs
 from app.monitoring.metrics import process_totals, scrape
 from app.monitoring.uwsgi_stats import mule_pids, read_stats, sanitized, spool_backlog
 from app.web.auth import operator_only
@@ -52,3 +57,9 @@ def stats() -> ResponseReturnValue:
     body["jobs"] = jobs
     body["totals"] = process_totals()
     return jsonify(body)
+
+
+@bp.get("/dashboard")
+def dashboard() -> ResponseReturnValue:
+    """The live page: its script polls /api/stats and the jobs API every 2 s."""
+    return render_template("dashboard.html", states=list(JobStatus))
