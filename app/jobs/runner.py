@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from app.jobs.context import RunningJob, _current
+from app.jobs.context import RunningJob, _current, logging_job
 from app.jobs.errors import OutcomeNotRecorded, PermanentFailure, UnknownTask
 from app.jobs.metrics import JOB_DURATION, JOB_QUEUE_WAIT, JOB_RETRIES, JOBS_FINISHED
 from app.jobs.registry import Task, TaskRegistry
 from app.jobs.states import JobStatus
-from app.jobs.store import Verdict
+from app.jobs.store import Claim, Verdict
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -107,6 +107,13 @@ class Runner:
         if pending is not None:
             return self._record(job_id, pending)
         claim = self.store.claim(job_id, allow_rerun=allow_rerun, handle=handle)
+        if claim.job is None:
+            return Outcome(None, claim.verdict)
+        with logging_job(claim.job.id, claim.job.request_id):
+            return self._run_claimed(claim, timeout_guard)
+
+    def _run_claimed(self, claim: Claim, timeout_guard: Callable[[int], None] | None) -> Outcome:
+        """Run the attempt ``claim`` started, if it started one, and record its outcome."""
         job = claim.job
         if claim.verdict is not Verdict.RUN or job is None:
             if claim.verdict is Verdict.LOST and job is not None and claim.error is not None:
@@ -156,6 +163,7 @@ class Runner:
     def _succeed(self, job: Job, result_json: str) -> Outcome:
         self.store.succeed(job, result_json)
         JOBS_FINISHED.labels(job.task, job.backend, JobStatus.SUCCEEDED).inc()
+        log.info("job %s %s succeeded on attempt %d", job.id, job.task, job.attempts)
         return Outcome(job, Verdict.RUN, JobStatus.SUCCEEDED)
 
     def _fail(self, job: Job, error: dict[str, Any]) -> Outcome:
