@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,11 @@ def test_counters_never_go_backwards_across_workers_and_a_graceful_reload(
     figure(f"scrapes={scrapes} reloads=1 counters={len(previous)} decreases={decreases}")
 
 
+def all_replaced(stack: Stack, old: frozenset[int]) -> bool:
+    """Whether the stack answers with none of the ``old`` worker pids left."""
+    return stack_answers(stack) and not old & {w["pid"] for w in stack.stats()["workers"]}
+
+
 def stack_answers(stack: Stack) -> bool:
     try:
         return stack.get("/healthz", timeout=2).status_code == 200
@@ -230,3 +236,29 @@ def test_a_scrape_of_100k_job_records_and_10k_spool_files_stays_cheap(
         f"records=100000 spool_files=10000 scrapes={len(times)} median_ms={median * 1000:.1f} "
         f"max_ms={max(times) * 1000:.1f}"
     )
+
+
+@pytest.mark.faults
+def test_respawned_workers_continue_their_slots_metrics_files(
+    make_stack: Callable[..., Stack], figure: Callable[[str], None]
+) -> None:
+    stack = make_stack(PROCESSES="2")
+    pids: set[int] = set()
+    sent = 0
+    for _ in range(3):  # two graceful reloads: every worker and mule replaced twice
+        pids |= {w["pid"] for w in stack.stats()["workers"]}
+        for _ in range(20):
+            assert stack.get("/api/info").status_code == 200
+            sent += 1
+        stack.enqueue("diag.pid", backend="mule")
+        if len(pids) < 6:
+            stack.reload()
+            wait_until(partial(all_replaced, stack, frozenset(pids)), 30, "new workers after the reload")
+    found = samples(scrape(stack))
+    # Every request counted, whichever process of the slot served it...
+    assert total(found, "http_requests_total", endpoint="/api/info") == sent
+    # ...in one set of files per worker or mule slot, not one per process that ever held it.
+    files = sorted(path.name for path in (stack.root / "run" / "metrics").glob("*.db"))
+    assert not [name for name in files if any(name.endswith(f"_{pid}.db") for pid in pids)], files
+    assert {"counter_worker1.db", "counter_worker2.db", "counter_mule1.db"} <= set(files)
+    figure(f"requests={sent} reloads=2 worker_pids={len(pids)} metrics_files={len(files)}")

@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from app import runtime
 from app.jobs.states import JobStatus
 from app.monitoring.monotonic import monotonic
 from app.monitoring.uwsgi_stats import mule_pids, read_stats, spool_backlog
@@ -59,15 +60,53 @@ def reset_metrics_dir(run_dir: Path) -> Path:
     return path
 
 
+def process_slot() -> str:
+    """The name of this process's metrics files: its worker or mule slot, which a respawned
+    process takes over (one uWSGI never runs two processes in a slot), else its pid."""
+    uwsgi = runtime.uwsgi_module()
+    if uwsgi is not None and uwsgi.worker_id() > 0:
+        return f"worker{uwsgi.worker_id()}"
+    if uwsgi is not None and uwsgi.mule_id() > 0:
+        return f"mule{uwsgi.mule_id()}"
+    return str(os.getpid())
+
+
+def name_files_by_slot() -> None:
+    """Make each worker and mule keep one set of metrics files, continued by the process that
+    replaces it (max-requests, reload-on-rss, harakiri, a reload), instead of a new set per pid:
+    every scrape reads every file, and a day of recycled workers would leave thousands."""
+    if os.environ.get(MULTIPROC_ENV):
+        values.ValueClass = values.MultiProcessValue(process_identifier=process_slot)
+
+
 def scrape(settings: Settings, store: JobStore) -> bytes:
     """The text exposition of every metric of the stack."""
     registry = CollectorRegistry(auto_describe=False)
-    if os.environ.get(MULTIPROC_ENV):
-        MultiProcessCollector(registry)
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        registry.register(_AllProcesses(Path(directory)))
     else:
         registry.register(_ThisProcess())
     registry.register(StackCollector(settings, store))
     return generate_latest(registry)
+
+
+class _AllProcesses(Collector):
+    """prometheus_client's multiprocess collector, minus the files being created right now: a
+    process creates its file empty, then sizes it; read in between, it fails the whole scrape."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        files = []
+        for path in self.directory.glob("*.db"):
+            try:
+                if path.stat().st_size > 0:
+                    files.append(str(path))
+            except FileNotFoundError:
+                continue
+        yield from MultiProcessCollector.merge(files, accumulate=True)
 
 
 class _ThisProcess(Collector):
@@ -216,7 +255,7 @@ def mule_metrics(stats: dict[str, Any], configured: int) -> Iterator[Metric]:
 def process_totals() -> dict[str, float]:
     """Sums of the processes' own counters, for the dashboard: requests, jobs succeeded and failed."""
     directory = os.environ.get(MULTIPROC_ENV)
-    collector: Collector = MultiProcessCollector(None, directory) if directory else _ThisProcess()
+    collector: Collector = _AllProcesses(Path(directory)) if directory else _ThisProcess()
     totals = {"requests": 0.0, "jobs_succeeded": 0.0, "jobs_failed": 0.0}
     for family in collector.collect():
         for sample in family.samples:
