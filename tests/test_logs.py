@@ -70,6 +70,8 @@ def test_uwsgi_and_app_lines_are_json_objects_across_a_reload(make_stack: Callab
     wait_until(lambda: stack.logs().count("spawned uWSGI worker 2") >= 2, timeout=30, what="the reload")
     stack.enqueue("diag.noop")
     assert stack.get("/no/such/page").status_code == 404
+    # uWSGI's 404 line (log-4xx) reaches the log through the master's log pipe, a moment later.
+    wait_until(lambda: "GET /no/such/page" in stack.logs(), timeout=10, what="uWSGI's line for the 404")
     log = stack.logs()
     # What the launcher and uWSGI print before the master's loggers start (again on a reload,
     # when the master reads its configuration anew) is plain text.
