@@ -12,7 +12,7 @@ PIP_INSTALL = $(BIN)/pip install --quiet --require-hashes --no-build-isolation
 PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
 	--allow-unsafe --strip-extras --no-emit-find-links $(LOCK_OPTIONS)
 
-.PHONY: run test faults lint typecheck lock offline-images clean
+.PHONY: run test faults screenshot lint typecheck lock offline-images clean
 
 # The locked pip and setuptools go in first, so that the lock's one sdist (uwsgitop) and the
 # project itself are built with them rather than with whatever a build environment would fetch.
@@ -50,6 +50,10 @@ test: lint typecheck
 ## faults: only the fault suite (load, kills, reloads, a full disk, hostile input), with its figures
 faults: $(STAMP)
 	$(BIN)/pytest -m faults
+
+## screenshot: the dashboard's picture in the README (docs/dashboard.png), taken by its browser test
+screenshot: $(STAMP)
+	DASHBOARD_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(BIN)/pytest tests/test_dashboard.py -q
 
 ## offline-images: base images and a wheelhouse built from Debian packages and PyPI, no registry
 offline-images: $(STAMP)

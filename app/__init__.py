@@ -13,6 +13,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     """Build the app; raises ``SettingsError`` when a setting is unusable."""
     from app import cli, examples, web
     from app.jobs import Jobs
+    from app.monitoring import http
 
     settings = settings or Settings.from_env()
     app = Flask(__name__)
@@ -23,6 +24,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     examples.init_app(app, settings)
     Jobs(app, settings, task_modules=task_modules(settings), local_mode=app.config.get("JOBS_LOCAL_MODE"))
     web.register(app)
+    http.init_app(app)
     cli.register(app)
     return app
 

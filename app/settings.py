@@ -371,4 +371,13 @@ COMPOSE_ONLY: dict[str, Compose] = {
     "NGINX_IMAGE": Compose(default="nginx:1.26-bookworm", meaning="The nginx image"),
     "PIP_NO_INDEX": Compose(default="", meaning="1: build only from docker/wheelhouse/, offline"),
     "APP_IMAGE": Compose(default="flask-uwsgi-stack-app", meaning="Tag of the built app image"),
+    "PROMETHEUS_IMAGE": Compose(
+        default="prom/prometheus:v2.42.0", meaning="The Prometheus image (the `monitoring` profile)"
+    ),
+    "PROMETHEUS_PORT": Compose(
+        default="9090", meaning="Prometheus's UI and API, published on 127.0.0.1 (the `monitoring` profile)"
+    ),
+    "PROMETHEUS_RETENTION": Compose(
+        default="15d", meaning="How long Prometheus keeps its samples (the `monitoring` profile)"
+    ),
 }

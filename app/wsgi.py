@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 from app import create_app
 from app.launcher.private import PRIVATE_UMASK
+from app.monitoring.logs import configure_logging
+from app.monitoring.metrics import name_files_by_slot
 from app.settings import SettingsError
 from app.web.shedding import QueueShedding
 
 # An entry point: the process's file modes and log format are set here, not by the factory.
 os.umask(PRIVATE_UMASK)
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+configure_logging()
+name_files_by_slot()
 
 try:
     app = create_app()

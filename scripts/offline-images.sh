@@ -2,6 +2,7 @@
 # Builds, with no container registry, everything `docker compose --env-file .env.offline` needs:
 #   - a Python base image from Debian packages (mmdebstrap, then docker import),
 #   - an nginx image from Debian packages that behaves like the official one (docker/nginx/),
+#   - a Prometheus image from Debian's prometheus package, for the `monitoring` profile,
 #   - docker/wheelhouse/: wheels of the versions in requirements/runtime.txt, for that Python,
 # and writes .env.offline naming them. Packages come from the apt sources this machine uses,
 # read at run time. Each artefact is tagged by a hash of its inputs and skipped when that
@@ -24,6 +25,7 @@ RUNTIME_LOCK=requirements/runtime.txt
 ENV_FILE=.env.offline
 PYTHON_PACKAGES=(python3 python3-venv ca-certificates)
 NGINX_PACKAGES=(nginx gettext-base)
+PROMETHEUS_PACKAGES=(prometheus)
 # Slim like the official images: no documentation, manuals or translations; merged /usr made by
 # mmdebstrap's hook rather than by the usrmerge package, which would pull in perl.
 MMDEBSTRAP_OPTIONS=(
@@ -135,6 +137,16 @@ build_nginx_image() {
     remove_other_tags "$NGINX_IMAGE"
 }
 
+# Prometheus as the official image runs it: the `monitoring` profile's command (its entrypoint.sh,
+# mounted from docker/prometheus/) finds `prometheus` on PATH and keeps its data in /prometheus.
+build_prometheus_image() {
+    PROMETHEUS_IMAGE=$(rootfs_image prometheus-debian \
+        'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        'WORKDIR /prometheus' \
+        'EXPOSE 9090' \
+        -- "${PROMETHEUS_PACKAGES[@]}")
+}
+
 # Wheels of exactly the versions in the runtime lock, for the base image's Python and libc: the
 # wheelhouse is emptied first, and --require-hashes refuses a file or a dependency the lock lacks.
 build_wheelhouse() {
@@ -167,6 +179,7 @@ write_env_file() {
 # Use: docker compose --env-file $ENV_FILE up --build
 PYTHON_IMAGE=$PYTHON_IMAGE
 NGINX_IMAGE=$NGINX_IMAGE
+PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE
 PIP_NO_INDEX=1
 EOF
     log "wrote $ENV_FILE"
@@ -182,6 +195,7 @@ main() {
     [ "${#SOURCES[@]}" -gt 0 ] || die "no apt sources found in /etc/apt"
     build_python_image
     build_nginx_image
+    build_prometheus_image
     build_wheelhouse
     write_env_file
 }

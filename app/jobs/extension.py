@@ -149,6 +149,7 @@ class Jobs:
             assert existing is not None  # the key is taken, and records with one are not purged early
             return existing
         self._submit(job, task, run_at)
+        log.info("job %s %s queued on the %s", job.id, job.task, job.backend, extra={"job_id": job.id})
         try:
             return self.store.get(job.id) or job
         except sqlite3.Error:

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from app.jobs.context import RunningJob, _current
+from app.jobs.context import RunningJob, _current, logging_job
 from app.jobs.errors import OutcomeNotRecorded, PermanentFailure, UnknownTask
+from app.jobs.metrics import JOB_DURATION, JOB_QUEUE_WAIT, JOB_RETRIES, JOBS_FINISHED
 from app.jobs.registry import Task, TaskRegistry
 from app.jobs.states import JobStatus
-from app.jobs.store import Verdict
+from app.jobs.store import Claim, Verdict
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -57,6 +58,14 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with jitter: about base·2^(attempt-1), never above ``cap``."""
     delay = min(cap, base * 2 ** (attempt - 1))
     return delay / 2 + random.uniform(0, delay / 2)
+
+
+def observe_queue_wait(job: Job) -> None:
+    """Record how long the claimed ``job`` waited since it was due: enqueued, or its delay or
+    retry time (``run_at``) passed."""
+    if job.started_at is not None:
+        due = max(job.created_at, job.run_at or job.created_at)
+        JOB_QUEUE_WAIT.labels(job.task, job.backend).observe(max(0.0, job.started_at - due))
 
 
 def is_final(task: Task, exc: BaseException) -> bool:
@@ -98,10 +107,18 @@ class Runner:
         if pending is not None:
             return self._record(job_id, pending)
         claim = self.store.claim(job_id, allow_rerun=allow_rerun, handle=handle)
+        if claim.job is None:
+            return Outcome(None, claim.verdict)
+        with logging_job(claim.job.id, claim.job.request_id):
+            return self._run_claimed(claim, timeout_guard)
+
+    def _run_claimed(self, claim: Claim, timeout_guard: Callable[[int], None] | None) -> Outcome:
+        """Run the attempt ``claim`` started, if it started one, and record its outcome."""
         job = claim.job
         if claim.verdict is not Verdict.RUN or job is None:
             if claim.verdict is Verdict.LOST and job is not None and claim.error is not None:
                 log.warning("job %s %s failed: %s", job.id, job.task, claim.error["message"])
+                JOBS_FINISHED.labels(job.task, job.backend, JobStatus.FAILED).inc()
                 return Outcome(job, claim.verdict, JobStatus.FAILED)
             return Outcome(job, claim.verdict)
         try:
@@ -114,6 +131,8 @@ class Runner:
         token = _current.set(running)
         if timeout_guard is not None and job.timeout:
             timeout_guard(math.ceil(job.timeout))
+        observe_queue_wait(job)
+        started = time.monotonic()
         try:
             with self.app.app_context():
                 args = job.args
@@ -125,6 +144,7 @@ class Runner:
                 return self._record(job.id, lambda: self._fail(job, error))
             return self._record(job.id, lambda: self._failed_attempt(job, task, error))
         finally:
+            JOB_DURATION.labels(job.task, job.backend).observe(time.monotonic() - started)
             if timeout_guard is not None and job.timeout:
                 timeout_guard(0)
             _current.reset(token)
@@ -142,11 +162,14 @@ class Runner:
 
     def _succeed(self, job: Job, result_json: str) -> Outcome:
         self.store.succeed(job, result_json)
+        JOBS_FINISHED.labels(job.task, job.backend, JobStatus.SUCCEEDED).inc()
+        log.info("job %s %s succeeded on attempt %d", job.id, job.task, job.attempts)
         return Outcome(job, Verdict.RUN, JobStatus.SUCCEEDED)
 
     def _fail(self, job: Job, error: dict[str, Any]) -> Outcome:
         """Fail the job at once: its failure is final, whatever attempts remain."""
         self.store.fail_attempt(job, error, retry_at=None)
+        JOBS_FINISHED.labels(job.task, job.backend, JobStatus.FAILED).inc()
         log.warning("job %s %s failed for good: %s", job.id, job.task, error["message"])
         return Outcome(job, Verdict.RUN, JobStatus.FAILED)
 
@@ -154,6 +177,7 @@ class Runner:
         if job.attempts < job.max_attempts:
             retry_at = time.time() + backoff_delay(job.attempts, task.backoff, task.max_backoff)
             self.store.fail_attempt(job, error, retry_at=retry_at)
+            JOB_RETRIES.labels(job.task).inc()
             log.info(
                 "job %s %s attempt %d failed (%s), retry due",
                 job.id,
@@ -163,6 +187,7 @@ class Runner:
             )
             return Outcome(job, Verdict.RUN, JobStatus.RETRYING, retry_at)
         self.store.fail_attempt(job, error, retry_at=None)
+        JOBS_FINISHED.labels(job.task, job.backend, JobStatus.FAILED).inc()
         log.warning(
             "job %s %s failed after %d attempts: %s", job.id, job.task, job.attempts, error["message"]
         )

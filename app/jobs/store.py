@@ -200,6 +200,11 @@ class JobStore:
         )
         return [Job.from_row(row) for row in rows]
 
+    def counts(self) -> builtins.list[tuple[str, str, JobStatus, int]]:
+        """How many records there are, as (task, backend, status, count) rows: one GROUP BY."""
+        rows = self.db.read("SELECT task, backend, status, count(*) FROM jobs GROUP BY task, backend, status")
+        return [(row[0], row[1], JobStatus(row[2]), row[3]) for row in rows]
+
     def set_handle(self, job_id: str, handle: str, backend: str) -> None:
         """Remember the backend's handle on the job (a spool file's path), and which backend."""
         with self.db.write() as tx:

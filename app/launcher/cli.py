@@ -20,6 +20,7 @@ from app.launcher.nginx import INSTALL_HINT, check_nginx_conf, find_nginx, rende
 from app.launcher.ports import check_ports_free
 from app.launcher.private import PRIVATE_UMASK, make_private
 from app.launcher.settings_docs import FORMATS
+from app.monitoring.metrics import reset_metrics_dir
 from app.settings import Settings, SettingsError
 
 EXIT_CODES = (
@@ -118,7 +119,8 @@ def _settings() -> Settings:
 
 
 def _claim(settings: Settings, with_nginx: bool) -> tuple[int, ...]:
-    """Lock the directories, check the ports, tighten file modes; the lock's descriptors to pass on."""
+    """Lock the directories, check the ports, tighten file modes, start the metrics from zero;
+    the lock's descriptors to pass on."""
     holder = {
         "pid": os.getpid(),
         "http": f"http://{settings.http_host}:{settings.http_port}/" if with_nginx else None,
@@ -132,4 +134,6 @@ def _claim(settings: Settings, with_nginx: bool) -> tuple[int, ...]:
     except SettingsError as exc:
         refuse(f"configuration error: {exc}", 2)
     make_private(settings)
+    # Here, as the stack starts, and never on a reload: counters must not go backwards meanwhile.
+    reset_metrics_dir(settings.run_dir)
     return keep_fds

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from app.monitoring.metrics import MULTIPROC_ENV, metrics_dir
 from app.settings import PROJECT_ROOT, Settings
 
 
@@ -31,6 +32,8 @@ def uwsgi_env(settings: Settings) -> dict[str, str]:
         "UWSGI_LISTEN": str(settings.listen_backlog),
         "UWSGI_SPOOLER_PROCESSES": str(settings.spooler_processes),
         "PYTHON_BINARY": sys.executable,
+        # Every process of the stack writes its counters there; /metrics sums them.
+        MULTIPROC_ENV: str(metrics_dir(settings.run_dir)),
     }
 
 

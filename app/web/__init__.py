@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.web import diag, errors, examples, health, info, jobs_api
+from app.web import diag, errors, examples, health, info, jobs_api, monitoring
 
 
 def register(app: Flask) -> None:
@@ -13,5 +13,6 @@ def register(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs_api.bp)
     app.register_blueprint(examples.bp)
+    app.register_blueprint(monitoring.bp)
     if app.config["SETTINGS"].jobs_diag:
         app.register_blueprint(diag.bp)

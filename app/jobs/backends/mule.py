@@ -16,6 +16,7 @@ from typing import Any
 from app.jobs import owner
 from app.jobs.backends import Backend, lost_with_owner
 from app.jobs.errors import QueueFull
+from app.jobs.metrics import MULE_MESSAGES
 from app.jobs.runner import Runner
 from app.jobs.store import Job
 
@@ -52,6 +53,7 @@ class MuleBackend:
 
     def handle(self, runner: Runner, message: bytes) -> None:
         """``uwsgi.mule_msg_hook``: runs one job; never raises (uWSGI would only print it)."""
+        MULE_MESSAGES.labels(str(self.uwsgi.mule_id())).inc()
         try:
             job_id = json.loads(message)["job"]
         except (ValueError, KeyError, TypeError):
