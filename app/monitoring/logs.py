@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from flask import has_request_context
 
 from app.jobs.context import logged_job
-from app.web.request_id import request_id
+from app.request_id import request_id
 
 # LogRecord attributes that are not extra fields of a line.
 STANDARD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

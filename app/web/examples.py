@@ -8,9 +8,9 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
 from app.jobs import JobError, current_jobs
+from app.request_id import request_id
 from app.web.auth import operator_only
 from app.web.errors import ApiError
-from app.web.request_id import request_id
 
 bp = Blueprint("examples", __name__, url_prefix="/api/examples")
 

@@ -12,7 +12,7 @@ from flask.typing import ResponseReturnValue
 from app import runtime
 from app.examples.page_views import page_views
 from app.jobs import JobError, current_jobs
-from app.web.request_id import request_id
+from app.request_id import request_id
 
 bp = Blueprint("info", __name__)
 

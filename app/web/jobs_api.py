@@ -12,9 +12,9 @@ from flask import Blueprint, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
 from app.jobs import InvalidJob, JobStatus, current_jobs
+from app.request_id import request_id
 from app.web.auth import operator_only
 from app.web.errors import ApiError
-from app.web.request_id import request_id
 
 bp = Blueprint("jobs_api", __name__, url_prefix="/api")
 

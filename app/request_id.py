@@ -1,4 +1,4 @@
-"""The request's X-Request-ID, as the job layer records it on the jobs a request enqueues."""
+"""The request's X-Request-ID: recorded on the jobs a request enqueues, and on its log lines."""
 
 from __future__ import annotations
 
