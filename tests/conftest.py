@@ -31,6 +31,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # ``make_job(task=..., **fields)`` and ``app_factory(**env)``, as test parameters are annotated.
 MakeJob = Callable[..., Job]
 AppFactory = Callable[..., Flask]
+# The fixtures that start uWSGI, nginx or Docker, and the markers that must then be on the test.
+SERVER_FIXTURES = frozenset({"nginx_present", "make_stack", "stack", "docker_stack"})
+SERVER_MARKERS = frozenset({"integration", "docker", "faults"})
 # What the fault suite measured (requests, failures, seconds to recover), printed after the run.
 FIGURES: list[str] = []
 
@@ -50,6 +53,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("measured by the fault suite")
         for line in FIGURES:
             terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a test that starts a server without a marker saying so, before it starts one:
+    ``make unit`` deselects those markers and must never start uWSGI, nginx or Docker."""
+    servers = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    markers = {mark.name for mark in item.iter_markers()}
+    if servers and not markers & SERVER_MARKERS:
+        pytest.fail(
+            f"{item.nodeid} uses {', '.join(sorted(servers))}, which start servers,"
+            f" but has none of the markers {', '.join(sorted(SERVER_MARKERS))}",
+            pytrace=False,
+        )
 
 
 def require(component: str, present: bool) -> None:
