@@ -12,7 +12,7 @@ PIP_INSTALL = $(BIN)/pip install --quiet --require-hashes --no-build-isolation
 PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
 	--allow-unsafe --strip-extras --no-emit-find-links $(LOCK_OPTIONS)
 
-.PHONY: run test faults screenshot lint typecheck lock offline-images clean
+.PHONY: run test unit faults screenshot lint typecheck lock offline-images clean
 
 # The locked pip and setuptools go in first, so that the lock's one sdist (uwsgitop) and the
 # project itself are built with them rather than with whatever a build environment would fetch.
@@ -46,6 +46,10 @@ typecheck: $(STAMP)
 ## test: lint, type-check, then every test against the real uWSGI, nginx and Docker
 test: lint typecheck
 	$(BIN)/pytest
+
+## unit: only the fast tests, in a second or two: none starts uWSGI, nginx or Docker
+unit: $(STAMP)
+	$(BIN)/pytest -m "not integration and not docker and not faults"
 
 ## faults: only the fault suite (load, kills, reloads, a full disk, hostile input), with its figures
 faults: $(STAMP)

@@ -21,11 +21,19 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.jobs import Jobs, current_jobs
+from app.jobs.store import Job
 from app.settings import PROJECT_ROOT, Settings
 
 IN_CI = os.environ.get("CI") == "true"
 TOKEN = "test-operator-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# ``make_job(task=..., **fields)`` and ``app_factory(**env)``, as test parameters are annotated.
+MakeJob = Callable[..., Job]
+AppFactory = Callable[..., Flask]
+# The fixtures that start uWSGI, nginx or Docker, and the markers that must then be on the test.
+SERVER_FIXTURES = frozenset({"nginx_present", "make_stack", "stack", "docker_stack"})
+SERVER_MARKERS = frozenset({"integration", "docker", "faults"})
 # What the fault suite measured (requests, failures, seconds to recover), printed after the run.
 FIGURES: list[str] = []
 
@@ -45,6 +53,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("measured by the fault suite")
         for line in FIGURES:
             terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a test that starts a server without a marker saying so, before it starts one:
+    ``make unit`` deselects those markers and must never start uWSGI, nginx or Docker."""
+    servers = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    markers = {mark.name for mark in item.iter_markers()}
+    if servers and not markers & SERVER_MARKERS:
+        pytest.fail(
+            f"{item.nodeid} uses {', '.join(sorted(servers))}, which start servers,"
+            f" but has none of the markers {', '.join(sorted(SERVER_MARKERS))}",
+            pytrace=False,
+        )
 
 
 def require(component: str, present: bool) -> None:
@@ -70,20 +92,62 @@ def state_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def app(state_dir: Path) -> Flask:
-    settings = Settings.from_env(
-        {
-            "DATA_DIR": str(state_dir / "data"),
-            "SPOOL_DIR": str(state_dir / "spool"),
-            "RUN_DIR": str(state_dir / "run"),
-        }
-    )
-    return create_app(settings, {"TESTING": True, "JOBS_LOCAL_MODE": "inline"})
+def app_factory(state_dir: Path) -> AppFactory:
+    """Build apps from settings given as environment variables, over the test's state directory;
+    jobs run inline, in the caller, unless ``JOBS_LOCAL_MODE`` says otherwise."""
+
+    def build(**env: str) -> Flask:
+        settings = Settings.from_env(
+            {
+                "DATA_DIR": str(state_dir / "data"),
+                "SPOOL_DIR": str(state_dir / "spool"),
+                "RUN_DIR": str(state_dir / "run"),
+                "JOBS_LOCAL_MODE": "inline",
+                **env,
+            }
+        )
+        return create_app(settings, {"TESTING": True})
+
+    return build
+
+
+@pytest.fixture
+def app(app_factory: AppFactory) -> Flask:
+    return app_factory()
 
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def jobs(app: Flask) -> Jobs:
+    """The app's job layer."""
+    with app.app_context():
+        return current_jobs()
+
+
+@pytest.fixture
+def make_job(jobs: Jobs) -> MakeJob:
+    """Record a job straight in the store, handed to no backend, as a crash or a backend left it:
+    ``make_job(task=..., backend=..., handle=..., run_at=...)``; a queued ``diag.noop`` by default."""
+
+    def make(task: str = "diag.noop", **fields: Any) -> Job:
+        options = {
+            "args_json": "{}",
+            "backend": "spooler",
+            "max_attempts": 1,
+            "timeout": None,
+            "run_at": None,
+            "request_id": None,
+            **fields,
+        }
+        job = jobs.store.create(task=task, **options)
+        assert job is not None, f"a job with unique key {fields.get('unique_key')!r} exists already"
+        return job
+
+    return make
 
 
 class HttpStack:

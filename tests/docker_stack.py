@@ -97,6 +97,10 @@ class ComposeStack(HttpStack):
     def start(self) -> None:
         """Build the app image and start the stack; return once nginx answers /healthz."""
         self.compose("build", timeout=900)
+        self.up()
+
+    def up(self) -> None:
+        """Create or start the project's containers; return once nginx answers /healthz."""
         self.compose("up", "--detach", timeout=300)
         try:
             wait_until(self.answers, timeout=120, what="nginx to answer /healthz")

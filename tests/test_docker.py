@@ -1,7 +1,8 @@
 """The Docker Compose stack, built without a registry (`make offline-images`), end to end.
 
-One stack serves the whole module and the tests run in file order: the last ones restart,
-stop and remove it. Without a Docker engine they skip, except with CI=true, where they fail.
+One stack serves the whole module; a test that restarts, stops or removes it leaves it answering
+again, so that each passes alone and in any order. Without a Docker engine they skip, except with
+CI=true, where they fail.
 """
 
 from __future__ import annotations
@@ -177,7 +178,6 @@ def test_fifty_queued_jobs_all_succeed_across_an_app_restart(docker_stack: Compo
 def test_jobs_running_at_a_restart_are_failed_or_rerun_not_left_running(
     docker_stack: ComposeStack, figure: Callable[[str], None]
 ) -> None:
-    wait_until(docker_stack.answers, timeout=60, what="the stack to answer")
     jobs = {
         "mule": {"task": "diag.sleep", "args": {"seconds": 120}, "backend": "mule"},
         "thread": {"task": "diag.sleep", "args": {"seconds": 120}, "backend": "thread"},
@@ -217,8 +217,6 @@ def test_jobs_running_at_a_restart_are_failed_or_rerun_not_left_running(
 def test_stop_lets_a_request_in_flight_finish_and_takes_under_15_seconds(
     docker_stack: ComposeStack,
 ) -> None:
-    wait_until(docker_stack.answers, timeout=60, what="the stack to answer after the restart")
-
     def busy_workers() -> set[int]:
         return {w["pid"] for w in docker_stack.stats()["workers"] if w["status"] == "busy"}
 
@@ -228,13 +226,16 @@ def test_stop_lets_a_request_in_flight_finish_and_takes_under_15_seconds(
         time.sleep(0.2)
         return bool(busy & busy_workers())
 
-    with ThreadPoolExecutor(1) as pool:
-        in_flight = pool.submit(docker_stack.get, "/api/diag/sleep?seconds=3")
-        wait_until(request_running, timeout=10, what="the request to reach a worker")
-        started = time.monotonic()
-        docker_stack.compose("stop", timeout=60)
-        elapsed = time.monotonic() - started
-        answer = in_flight.result(timeout=30)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(docker_stack.get, "/api/diag/sleep?seconds=3")
+            wait_until(request_running, timeout=10, what="the request to reach a worker")
+            started = time.monotonic()
+            docker_stack.compose("stop", timeout=60)
+            elapsed = time.monotonic() - started
+            answer = in_flight.result(timeout=30)
+    finally:
+        docker_stack.up()
     assert answer.status_code == 200, answer.text
     assert elapsed < 15, f"docker compose stop took {elapsed:.1f} s"
 
@@ -243,4 +244,7 @@ def test_down_with_volumes_leaves_no_container_network_or_volume(
     docker_stack: ComposeStack,
 ) -> None:
     docker_stack.down()
-    assert docker_stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
+    try:
+        assert docker_stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
+    finally:
+        docker_stack.up()

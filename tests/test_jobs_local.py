@@ -13,25 +13,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import create_app
-from app.jobs import InvalidJob, JobError, Jobs, JobStatus, PermanentFailure, job
-from app.jobs.store import Job
-from app.settings import Settings
-
-
-def scheduled_job(jobs: Jobs) -> Job:
-    """A job recorded to run in a minute and handed to no backend: one that has not started."""
-    job = jobs.store.create(
-        task="diag.noop",
-        args_json="{}",
-        backend="spooler",
-        max_attempts=1,
-        timeout=None,
-        run_at=time.time() + 60,
-        request_id=None,
-    )
-    assert job is not None
-    return job
+from app.jobs import InvalidJob, JobError, Jobs, JobStatus, PermanentFailure, current_jobs, job
+from tests.conftest import AppFactory, MakeJob, wait_until
 
 
 def post_job(client: FlaskClient, **body: object):  # type: ignore[no-untyped-def]
@@ -93,8 +76,7 @@ def test_bad_requests_get_json_errors_never_500(client: FlaskClient) -> None:
     assert set(details) == {"args", "delay", "extra"}
 
 
-def test_arguments_must_be_json_and_large_ones_work(app: Flask) -> None:
-    jobs: Jobs = app.extensions["jobs"]
+def test_arguments_must_be_json_and_large_ones_work(jobs: Jobs) -> None:
     with pytest.raises(InvalidJob, match="JSON"):
         jobs.enqueue("diag.noop", {"when": object()})
     job = jobs.enqueue("diag.cpu", {"n": 10, "padding": "x" * 200_000})
@@ -103,10 +85,7 @@ def test_arguments_must_be_json_and_large_ones_work(app: Flask) -> None:
     assert record.error is not None and "padding" in record.error["message"]  # diag.cpu takes only n
 
 
-def test_the_request_id_is_kept_only_when_well_formed(app: Flask) -> None:
-    jobs: Jobs = app.extensions["jobs"]
-    client = app.test_client()
-
+def test_the_request_id_is_kept_only_when_well_formed(client: FlaskClient, jobs: Jobs) -> None:
     def enqueued_with(request_id: str) -> str:
         answer = client.post("/api/jobs", json={"task": "diag.noop"}, headers={"X-Request-ID": request_id})
         return str(answer.get_json()["id"])
@@ -115,11 +94,11 @@ def test_the_request_id_is_kept_only_when_well_formed(app: Flask) -> None:
     assert jobs.get(enqueued_with("x" * 5000)).request_id is None
 
 
-def test_a_job_not_started_can_be_cancelled_and_a_finished_one_cannot(app: Flask) -> None:
-    jobs: Jobs = app.extensions["jobs"]
-    waiting = scheduled_job(jobs)
+def test_a_job_not_started_can_be_cancelled_and_a_finished_one_cannot(
+    client: FlaskClient, jobs: Jobs, make_job: MakeJob
+) -> None:
+    waiting = make_job(run_at=time.time() + 60)
     assert waiting.status == "scheduled"
-    client = app.test_client()
     assert client.delete(f"/api/jobs/{waiting.id}").get_json()["status"] == "cancelled"
     done = jobs.enqueue("diag.noop")
     assert client.delete(f"/api/jobs/{done.id}").status_code == 409
@@ -142,27 +121,25 @@ def test_tasks_are_listed_with_their_options(client: FlaskClient) -> None:
     assert tasks["jobs.purge"]["backend"] == "spooler"
 
 
-def test_jobs_run_in_a_thread_pool_with_the_app_context_without_uwsgi(tmp_path: Path) -> None:
-    settings = Settings.from_env({"DATA_DIR": str(tmp_path / "d"), "SPOOL_DIR": str(tmp_path / "s")})
-    app = create_app(settings, {"TESTING": True, "JOBS_LOCAL_MODE": "threads"})
-    jobs: Jobs = app.extensions["jobs"]
+def test_jobs_run_in_a_thread_pool_with_the_app_context_without_uwsgi(
+    app_factory: AppFactory,
+) -> None:
+    with app_factory(JOBS_LOCAL_MODE="threads").app_context():
+        jobs = current_jobs()
     job = jobs.enqueue("diag.pid")
-    deadline = time.monotonic() + 10
-    while jobs.get(job.id).status != "succeeded" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: jobs.get(job.id).status == "succeeded", timeout=10, what="the thread pool's job")
     result = jobs.get(job.id).result
     assert result["app"] == "app" and result["thread"].startswith("job")
 
 
-def test_the_cli_lists_shows_retries_cancels_and_purges(app: Flask) -> None:
-    jobs: Jobs = app.extensions["jobs"]
+def test_the_cli_lists_shows_retries_cancels_and_purges(app: Flask, jobs: Jobs, make_job: MakeJob) -> None:
     failed = jobs.enqueue("diag.fail", {"times": 9}, max_attempts=1)
     runner = app.test_cli_runner()
     assert failed.id in runner.invoke(args=["jobs", "list", "--status", "failed"]).output
     assert '"status": "failed"' in runner.invoke(args=["jobs", "show", failed.id]).output
     assert runner.invoke(args=["jobs", "retry", failed.id]).exit_code == 0
     assert runner.invoke(args=["jobs", "cancel", failed.id]).exit_code == 1  # it has run
-    later = scheduled_job(jobs)
+    later = make_job(run_at=time.time() + 60)
     assert "cancelled" in runner.invoke(args=["jobs", "cancel", later.id]).output
     assert "purged 2 job records" in runner.invoke(args=["jobs", "purge", "--older-than-days", "0"]).output
     assert runner.invoke(args=["jobs", "show", "nope"]).exit_code == 1
@@ -201,8 +178,7 @@ def final_by_raise() -> None:
     ("task", "error"),
     [("tests.local.final_by_class", "Undeliverable"), ("tests.local.final_by_raise", "PermanentFailure")],
 )
-def test_a_failure_the_task_says_is_final_fails_the_job_at_once(app: Flask, task: str, error: str) -> None:
-    jobs: Jobs = app.extensions["jobs"]
+def test_a_failure_the_task_says_is_final_fails_the_job_at_once(jobs: Jobs, task: str, error: str) -> None:
     done = jobs.get(jobs.enqueue(task).id)
     assert (done.status, done.attempts, done.max_attempts) == ("failed", 1, 3)
     assert done.error is not None and done.error["type"] == error
@@ -229,8 +205,7 @@ def test_an_upload_that_is_not_an_image_fails_at_once_with_the_decoding_error(cl
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/hook", "http://", "http://[::1/hook", "http://a b/hook"])
-def test_a_webhook_to_a_malformed_url_fails_at_once(app: Flask, url: str) -> None:
-    jobs: Jobs = app.extensions["jobs"]
+def test_a_webhook_to_a_malformed_url_fails_at_once(jobs: Jobs, url: str) -> None:
     done = jobs.get(jobs.enqueue("examples.deliver_webhook", {"url": url, "payload": {}}).id)
     assert (done.status, done.attempts) == ("failed", 1), done.error
     assert done.error is not None and done.error["type"] in ("ValueError", "InvalidURL")
@@ -269,8 +244,7 @@ print(sorted(m for m in sys.modules if m.startswith(("app.web", "app.examples"))
     assert ran.stdout.splitlines() == ["['jobs.purge', 'jobs.reap']", "[]"]
 
 
-def test_job_states_are_a_type_with_the_strings_of_json_and_sql(app: Flask) -> None:
-    jobs: Jobs = app.extensions["jobs"]
+def test_job_states_are_a_type_with_the_strings_of_json_and_sql(jobs: Jobs) -> None:
     done = jobs.get(jobs.enqueue("diag.noop").id)
     assert done.status is JobStatus.SUCCEEDED
     assert jobs.db.read("SELECT status FROM jobs WHERE id = ?", (done.id,))[0][0] == "succeeded"

@@ -10,7 +10,12 @@ import pytest
 from flask import Flask
 
 from app.db import Database
+from app.jobs import JobError, Jobs
+from app.jobs.backends.spooler import SpoolerBackend
+from app.jobs.maintenance import purge
+from app.jobs.runner import OutcomeNotRecorded
 from app.jobs.schema import MIGRATIONS
+from tests.conftest import MakeJob
 
 
 def test_a_database_made_before_schema_versions_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
@@ -121,12 +126,8 @@ def full_disk(*args: object, **kwargs: object) -> None:
 
 
 def test_a_spooled_job_whose_path_cannot_be_recorded_is_still_accepted(
-    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    jobs: Jobs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.jobs import Jobs
-    from app.jobs.backends.spooler import SpoolerBackend
-
-    jobs: Jobs = app.extensions["jobs"]
     monkeypatch.setitem(jobs.backends, "spooler", SpoolerBackend(FakeSpooler(tmp_path), tmp_path, jobs.store))  # type: ignore[arg-type]
     monkeypatch.setattr(jobs.store, "set_handle", full_disk)
     job = jobs.enqueue("diag.noop", backend="spooler")
@@ -138,11 +139,7 @@ def test_a_spooled_job_whose_path_cannot_be_recorded_is_still_accepted(
     assert jobs.get(job.id).handle == str(spool_file)
 
 
-def test_a_job_the_spooler_refuses_is_failed_and_the_caller_told(app: Flask, tmp_path: Path) -> None:
-    from app.jobs import JobError, Jobs
-    from app.jobs.backends.spooler import SpoolerBackend
-
-    jobs: Jobs = app.extensions["jobs"]
+def test_a_job_the_spooler_refuses_is_failed_and_the_caller_told(jobs: Jobs, tmp_path: Path) -> None:
     jobs.backends["spooler"] = SpoolerBackend(FakeSpooler(tmp_path, refuse=True), tmp_path, jobs.store)  # type: ignore[arg-type]
     with pytest.raises(JobError):
         jobs.enqueue("diag.noop", backend="spooler")
@@ -151,22 +148,9 @@ def test_a_job_the_spooler_refuses_is_failed_and_the_caller_told(app: Flask, tmp
 
 
 def test_an_outcome_the_database_refused_is_recorded_later_not_failed_as_lost(
-    app: Flask, monkeypatch: pytest.MonkeyPatch
+    jobs: Jobs, make_job: MakeJob, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.jobs import Jobs
-    from app.jobs.runner import OutcomeNotRecorded
-
-    jobs: Jobs = app.extensions["jobs"]
-    job = jobs.store.create(
-        task="diag.pid",
-        args_json="{}",
-        backend="spooler",
-        max_attempts=1,
-        timeout=None,
-        run_at=None,
-        request_id=None,
-    )
-    assert job is not None
+    job = make_job(task="diag.pid")
     succeed = jobs.store.succeed
     monkeypatch.setattr(jobs.store, "succeed", full_disk)
     with pytest.raises(OutcomeNotRecorded):
@@ -179,11 +163,7 @@ def test_an_outcome_the_database_refused_is_recorded_later_not_failed_as_lost(
     assert (done.status, done.attempts, done.error) == ("succeeded", 1, None)
 
 
-def test_the_purge_job_gives_the_wal_back_to_the_disk(app: Flask) -> None:
-    from app.jobs import Jobs
-    from app.jobs.maintenance import purge
-
-    jobs: Jobs = app.extensions["jobs"]
+def test_the_purge_job_gives_the_wal_back_to_the_disk(app: Flask, jobs: Jobs) -> None:
     for _ in range(20):
         jobs.enqueue("diag.noop")
     assert jobs.db.wal_path().stat().st_size > 0
@@ -193,8 +173,7 @@ def test_the_purge_job_gives_the_wal_back_to_the_disk(app: Flask) -> None:
     assert jobs.db.wal_path().stat().st_size == 0
 
 
-def test_the_job_store_keeps_no_page_views_which_are_the_examples(app: Flask) -> None:
-    jobs = app.extensions["jobs"]
+def test_the_job_store_keeps_no_page_views_which_are_the_examples(jobs: Jobs) -> None:
     tables = {row[0] for row in jobs.db.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "counters" not in tables and "jobs" in tables
     assert not hasattr(jobs.store, "increment")

@@ -21,6 +21,7 @@ from app.jobs.backends.spooler import SpoolerBackend
 from app.jobs.backends.thread import ThreadBackend
 from app.jobs.owner import Owner
 from app.jobs.store import Job, Verdict
+from tests.conftest import MakeJob
 
 
 def dead_pid() -> int:
@@ -35,9 +36,8 @@ def previous_run(pid: int | None = None) -> Owner:
 
 
 @pytest.fixture
-def jobs(app: Flask, tmp_path: Path) -> Jobs:
+def jobs(jobs: Jobs, tmp_path: Path) -> Jobs:
     """The app's job layer with the real backends' judgement (the test app runs jobs inline)."""
-    jobs: Jobs = app.extensions["jobs"]
     spooler = SpoolerBackend(None, tmp_path, jobs.store)  # type: ignore[arg-type]
     backends: dict[str, Backend] = {
         "spooler": spooler,
@@ -46,21 +46,6 @@ def jobs(app: Flask, tmp_path: Path) -> Jobs:
     }
     jobs.backends = backends
     return jobs
-
-
-def record(jobs: Jobs, backend: str, handle: str | None, max_attempts: int = 1) -> Job:
-    job = jobs.store.create(
-        task="diag.noop",
-        args_json="{}",
-        backend=backend,
-        max_attempts=max_attempts,
-        timeout=None,
-        run_at=None,
-        request_id=None,
-        handle=handle,
-    )
-    assert job is not None
-    return job
 
 
 def running(jobs: Jobs, job: Job, holder: Owner) -> Job:
@@ -79,25 +64,27 @@ def lost(jobs: Jobs, job: Job) -> dict[str, object] | None:
     return lost_error(jobs, job)
 
 
-def test_a_thread_job_queued_in_a_dead_process_is_lost(jobs: Jobs) -> None:
-    gone = lost(jobs, record(jobs, "thread", str(owners.here(dead_pid()))))
+def test_a_thread_job_queued_in_a_dead_process_is_lost(jobs: Jobs, make_job: MakeJob) -> None:
+    gone = lost(jobs, make_job(backend="thread", handle=str(owners.here(dead_pid()))))
     assert gone is not None and gone["type"] == "WorkerLost"
-    assert lost(jobs, record(jobs, "thread", str(owners.here()))) is None
+    assert lost(jobs, make_job(backend="thread", handle=str(owners.here()))) is None
 
 
-def test_a_thread_job_queued_before_a_restart_is_lost_though_its_pid_is_alive_again(jobs: Jobs) -> None:
-    gone = lost(jobs, record(jobs, "thread", str(previous_run())))
+def test_a_thread_job_queued_before_a_restart_is_lost_though_its_pid_is_alive_again(
+    jobs: Jobs, make_job: MakeJob
+) -> None:
+    gone = lost(jobs, make_job(backend="thread", handle=str(previous_run())))
     assert gone is not None and gone["type"] == "WorkerLost"
 
 
-def test_a_mule_job_queued_before_a_reload_is_lost(jobs: Jobs) -> None:
-    assert lost(jobs, record(jobs, "mule", str(owners.master()))) is None
-    gone = lost(jobs, record(jobs, "mule", str(previous_run())))
+def test_a_mule_job_queued_before_a_reload_is_lost(jobs: Jobs, make_job: MakeJob) -> None:
+    assert lost(jobs, make_job(backend="mule", handle=str(owners.master()))) is None
+    gone = lost(jobs, make_job(backend="mule", handle=str(previous_run())))
     assert gone is not None and "reloaded" in str(gone["message"])
 
 
-def test_a_running_job_is_lost_only_once_its_process_is_gone(jobs: Jobs) -> None:
-    job = record(jobs, "mule", None)
+def test_a_running_job_is_lost_only_once_its_process_is_gone(jobs: Jobs, make_job: MakeJob) -> None:
+    job = make_job(backend="mule")
     claimed = jobs.store.claim(job.id, allow_rerun=False).job
     assert claimed is not None and claimed.pid == os.getpid()
     assert claimed.holder == owners.here()
@@ -110,46 +97,50 @@ def test_a_running_job_is_lost_only_once_its_process_is_gone(jobs: Jobs) -> None
 
 @pytest.mark.parametrize("backend", ["mule", "thread"])
 def test_a_job_running_when_uwsgi_restarted_is_lost_though_its_pid_is_alive_again(
-    jobs: Jobs, backend: str
+    jobs: Jobs, make_job: MakeJob, backend: str
 ) -> None:
-    job = running(jobs, record(jobs, backend, None), previous_run())
+    job = running(jobs, make_job(backend=backend), previous_run())
     gone = lost(jobs, job)
     assert gone is not None and gone["type"] == "WorkerLost" and "restarted" in str(gone["message"])
 
 
-def test_a_job_whose_spool_file_exists_is_left_to_the_spooler(jobs: Jobs, tmp_path: Path) -> None:
+def test_a_job_whose_spool_file_exists_is_left_to_the_spooler(
+    jobs: Jobs, make_job: MakeJob, tmp_path: Path
+) -> None:
     spool_file = tmp_path / "uwsgi_spoolfile_on_test"
     spool_file.write_bytes(b"")
-    job = running(jobs, record(jobs, "spooler", str(spool_file)), owners.here(dead_pid()))
+    job = running(jobs, make_job(backend="spooler", handle=str(spool_file)), owners.here(dead_pid()))
     assert lost(jobs, job) is None
     spool_file.unlink()
     assert lost(jobs, job) is not None
 
 
-def test_the_spooler_reruns_a_job_whose_owner_ran_before_a_restart(jobs: Jobs) -> None:
-    job = running(jobs, record(jobs, "spooler", None, max_attempts=2), previous_run())
+def test_the_spooler_reruns_a_job_whose_owner_ran_before_a_restart(jobs: Jobs, make_job: MakeJob) -> None:
+    job = running(jobs, make_job(backend="spooler", max_attempts=2), previous_run())
     claim = jobs.store.claim(job.id, allow_rerun=True)
     assert claim.verdict is Verdict.RUN and claim.job is not None
     assert claim.job.attempts == 2 and claim.job.holder == owners.here()
     assert claim.job.error is not None and claim.job.error["type"] == "WorkerLost"
 
 
-def test_a_job_running_in_another_live_process_of_this_run_is_left_to_it(jobs: Jobs) -> None:
+def test_a_job_running_in_another_live_process_of_this_run_is_left_to_it(
+    jobs: Jobs, make_job: MakeJob
+) -> None:
     sibling = subprocess.Popen(["sleep", "30"])
     try:
-        job = running(jobs, record(jobs, "spooler", None, max_attempts=2), owners.here(sibling.pid))
+        job = running(jobs, make_job(backend="spooler", max_attempts=2), owners.here(sibling.pid))
         assert jobs.store.claim(job.id, allow_rerun=True).verdict is Verdict.BUSY
     finally:
         sibling.kill()
         sibling.wait()
 
 
-def test_reaping_fails_the_lost_jobs_and_leaves_the_rest(app: Flask, jobs: Jobs) -> None:
+def test_reaping_fails_the_lost_jobs_and_leaves_the_rest(app: Flask, jobs: Jobs, make_job: MakeJob) -> None:
     from app.jobs.maintenance import reap
 
-    gone = record(jobs, "thread", str(owners.here(dead_pid())))
-    restarted = running(jobs, record(jobs, "mule", None), previous_run())
-    alive = record(jobs, "thread", str(owners.here()))
+    gone = make_job(backend="thread", handle=str(owners.here(dead_pid())))
+    restarted = running(jobs, make_job(backend="mule"), previous_run())
+    alive = make_job(backend="thread", handle=str(owners.here()))
     with app.app_context():
         assert reap() == {"reaped": 2}
     assert jobs.get(gone.id).status == "failed"
@@ -157,9 +148,11 @@ def test_reaping_fails_the_lost_jobs_and_leaves_the_rest(app: Flask, jobs: Jobs)
     assert jobs.get(alive.id).status == "queued"
 
 
-def test_cancelling_a_spooled_job_removes_its_spool_file(jobs: Jobs, tmp_path: Path) -> None:
+def test_cancelling_a_spooled_job_removes_its_spool_file(
+    jobs: Jobs, make_job: MakeJob, tmp_path: Path
+) -> None:
     spool_file = tmp_path / "uwsgi_spoolfile_on_test"
     spool_file.write_bytes(b"")
-    job = record(jobs, "spooler", str(spool_file))
+    job = make_job(backend="spooler", handle=str(spool_file))
     assert jobs.cancel(job.id).status == "cancelled"
     assert not spool_file.exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import signal
 import subprocess
@@ -39,10 +41,24 @@ def test_nginx_adds_a_request_id_and_security_headers(stack: Stack) -> None:
     assert enqueued.json()["request_id"] == "req-7"
 
 
-def test_static_files_come_from_nginx_gzipped(stack: Stack) -> None:
-    answer = stack.get("/static/style.css", headers={"Accept-Encoding": "gzip"})
+def test_static_files_come_from_nginx_cached_for_an_hour(stack: Stack) -> None:
+    answer = stack.get("/static/style.css")
     assert answer.status_code == 200 and "text/css" in answer.headers["Content-Type"]
-    assert "Cache-Control" in answer.headers
+    # nginx's "expires 1h": Flask's static route would answer "no-cache".
+    assert answer.headers["Cache-Control"] == "max-age=3600"
+
+
+def test_answers_over_a_kilobyte_are_gzipped_by_nginx(stack: Stack) -> None:
+    # The task list is over gzip_min_length (1024 bytes), whatever other tests enqueued.
+    answer = stack.session.get(
+        stack.url("/api/tasks"), headers={"Accept-Encoding": "gzip"}, stream=True, timeout=30
+    )
+    on_the_wire = answer.raw.read(decode_content=False)
+    assert answer.status_code == 200 and answer.headers["Content-Encoding"] == "gzip"
+    body = gzip.decompress(on_the_wire)
+    assert json.loads(body)["tasks"] and len(on_the_wire) < len(body)
+    plain = stack.get("/api/tasks", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers and plain.content == body
 
 
 def test_a_body_over_the_limit_gets_413_from_nginx(stack: Stack) -> None:

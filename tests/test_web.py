@@ -5,11 +5,12 @@ from __future__ import annotations
 import shutil
 import sqlite3
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import create_app
-from app.settings import Settings
+from app.jobs import Jobs
+from tests.conftest import AppFactory
 
 
 def test_healthz_answers_json(client: FlaskClient) -> None:
@@ -68,31 +69,22 @@ def test_a_loopback_client_naming_a_foreign_host_is_refused(client: FlaskClient)
         assert allowed.status_code == 200, host
 
 
-def test_a_database_error_is_a_503_with_a_json_body(app: Flask, client: FlaskClient) -> None:
+def test_a_database_error_is_a_503_with_a_json_body(
+    client: FlaskClient, jobs: Jobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken() -> None:
         locked = sqlite3.OperationalError("database is locked")
         locked.sqlite_errorcode = sqlite3.SQLITE_BUSY  # as SQLite sets it; a bare error is a bug (500)
         raise locked
 
-    app.extensions["jobs"].store.db.connection = broken
+    monkeypatch.setattr(jobs.store.db, "connection", broken)
     response = client.get("/api/jobs")
     assert response.status_code == 503
     assert response.get_json()["error"] == "database_unavailable"
 
 
-def test_with_a_token_only_its_bearer_is_an_operator(app: Flask) -> None:
-    settings = app.config["SETTINGS"]
-    guarded = create_app(
-        Settings.from_env(
-            {
-                "DATA_DIR": str(settings.data_dir),
-                "SPOOL_DIR": str(settings.spool_dir),
-                "RUN_DIR": str(settings.run_dir),
-                "OPERATOR_TOKEN": "s3cret",
-            }
-        ),
-        {"TESTING": True, "JOBS_LOCAL_MODE": "inline"},
-    ).test_client()
+def test_with_a_token_only_its_bearer_is_an_operator(app_factory: AppFactory) -> None:
+    guarded = app_factory(OPERATOR_TOKEN="s3cret").test_client()
     refused = guarded.get("/api/tasks")
     assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
     assert guarded.get("/api/tasks", headers={"Authorization": "Bearer \u00e9t\u00e9"}).status_code == 401
