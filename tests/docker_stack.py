@@ -114,9 +114,9 @@ class ComposeStack(HttpStack):
         except requests.RequestException:
             return False
 
-    def enqueue(self, task: str, args: dict[str, Any]) -> str:
-        """Queue a job through nginx; returns its id."""
-        response = self.post("/api/jobs", json={"task": task, "args": args})
+    def enqueue(self, task: str, args: dict[str, Any], **options: Any) -> str:
+        """Queue a job through nginx, with the API's options (backend, max_attempts...); returns its id."""
+        response = self.post("/api/jobs", json={"task": task, "args": args, **options})
         assert response.status_code == 202, response.text
         job_id: str = response.json()["id"]
         return job_id
