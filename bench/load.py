@@ -70,8 +70,10 @@ def wrk(
     if found := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(int(n) for n in found.groups())
     percentiles = {
-        f"p{p}": _ms(value) for p, value in re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.MULTILINE)
+        f"p{p}": _ms(value) for p, value in re.findall(r"^\s+(50|90|99)%\s+(\S+)\s*$", out, re.MULTILINE)
     }
+    if "p99" not in percentiles:
+        raise RuntimeError(f"wrk reported no latency distribution:\n{out}")
     return LoadResult(rate=rate, requests=requests, errors=errors, percentiles=percentiles)
 
 

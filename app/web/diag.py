@@ -8,6 +8,7 @@ import time
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from app.jobs import current_jobs
 from app.web.auth import operator_only
 from app.web.errors import ApiError
 
@@ -29,3 +30,49 @@ def sleep() -> ResponseReturnValue:
         raise ApiError(400, "invalid_request", f"seconds must be from 0 to {MAX_SLEEP:g}")
     time.sleep(seconds)
     return jsonify(slept=seconds, pid=os.getpid())
+
+
+MAX_CPU_N = 10_000_000
+MAX_ENQUEUE_COUNT = 5000
+
+
+def _whole_number(name: str, default: str, highest: int) -> int:
+    raw = request.args.get(name, default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= highest:
+        raise ApiError(
+            400, "invalid_request", f"{name} must be a whole number from 1 to {highest}", {name: raw}
+        )
+    return value
+
+
+@bp.get("/cpu")
+@operator_only
+def cpu() -> ResponseReturnValue:
+    """A fixed amount of pure-Python work (``n`` iterations), never a time: a thread waiting for
+    the GIL must not count as working. Shows what the GIL does to threads on CPU work."""
+    n = _whole_number("n", "100000", MAX_CPU_N)
+    return jsonify(n=n, sum=sum(i * i for i in range(n)), pid=os.getpid())
+
+
+@bp.post("/enqueue")
+@operator_only
+def enqueue() -> ResponseReturnValue:
+    """Enqueue ``count`` jobs of ``task`` (default diag.noop) on ``backend``, timing each call:
+    the in-process cost of ``enqueue``, without HTTP. Returns the per-call times in microseconds."""
+    count = _whole_number("count", "100", MAX_ENQUEUE_COUNT)
+    task = request.args.get("task", "diag.noop")
+    backend = request.args.get("backend") or None
+    jobs = current_jobs()
+    micros = []
+    first = last = None
+    for _ in range(count):
+        started = time.perf_counter()
+        job = jobs.enqueue(task, {}, backend=backend)
+        micros.append(round((time.perf_counter() - started) * 1e6, 1))
+        first = first or job.id
+        last = job.id
+    return jsonify(count=count, first=first, last=last, micros=micros)
