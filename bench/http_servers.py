@@ -74,6 +74,7 @@ def _behind_nginx(exit: ExitStack, state: Path, sock: Path, protocol: str) -> in
     nginx, port = plain_nginx(state, sock, protocol)
     exit.callback(nginx.stop)
     nginx.start()
+
     def up() -> bool:
         nginx.check_alive()
         return answers(f"http://127.0.0.1:{port}{PATH}")
@@ -173,7 +174,10 @@ def plot(result: dict[str, Any], axes: Any) -> None:
     names = list(result["rows"])
     peaks = [result["rows"][n]["peak"] for n in names]
     medians = [p["median"] for p in peaks]
-    errs = [[m - p["min"] for m, p in zip(medians, peaks)], [p["max"] - m for m, p in zip(medians, peaks)]]
+    errs = [
+        [m - p["min"] for m, p in zip(medians, peaks, strict=True)],
+        [p["max"] - m for m, p in zip(medians, peaks, strict=True)],
+    ]
     axes.barh([n.split(" (")[0] for n in names], medians, xerr=errs, color="#4477aa")
     axes.set_xlabel("requests/s (closed loop, wrk -t1)")
     axes.set_title(f"GET {result['path']} through nginx, {result['processes']} processes")

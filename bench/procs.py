@@ -100,10 +100,8 @@ class Server:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, self.stop_signal)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            pass
         # Whatever the leader left behind in its group (workers, nginx) goes too.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)

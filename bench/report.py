@@ -76,7 +76,7 @@ def write(results: dict[str, Any], sections: list[tuple[str, str, str]], command
         f"# Benchmark results ({'quick run' if meta['quick'] else 'full run'}, {meta['date']})",
         "",
         f"Reproduce with `{meta['command']}`; the exact load commands are at the end. "
-        "One run, one machine: compare the ratios within this run rather than absolute figures across machines.",
+        "One run, one machine: compare the ratios within this run, not absolute figures across machines.",
         "",
         "## Machine",
         "",

@@ -8,6 +8,7 @@ import signal
 import socket
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from bench.procs import BENCH_BIN, PROJECT_PYTHON, ROOT, Server, free_port, scratch_dir, wait_until
 
@@ -40,13 +41,13 @@ def answers(url: str) -> bool:
         return False
 
 
-def stats(port: int) -> dict[str, object]:
+def stats(port: int) -> dict[str, Any]:
     """The uWSGI stats server's JSON."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
-    document: dict[str, object] = json.loads(b"".join(chunks))
+    document: dict[str, Any] = json.loads(b"".join(chunks))
     return document
 
 
@@ -93,26 +94,26 @@ class Stack:
         except OSError:
             return False
         workers = document.get("workers", [])
-        busy = [w for w in workers if w.get("status") != "idle"]  # type: ignore[union-attr]
+        busy = [w for w in workers if w.get("status") != "idle"]
         return not busy and not document.get("listen_queue")
 
     def pids(self) -> dict[str, list[int]]:
         """The worker, spooler and mule pids, by role (stats for workers and spoolers)."""
         document = stats(self.stats_port)
         roles: dict[str, list[int]] = {
-            "master": [int(document["pid"])],  # type: ignore[call-overload]
-            "worker": [int(w["pid"]) for w in document["workers"]],  # type: ignore[attr-defined]
-            "spooler": [int(s["pid"]) for s in document.get("spoolers", [])],  # type: ignore[attr-defined]
+            "master": [int(document["pid"])],
+            "worker": [int(w["pid"]) for w in document["workers"]],
+            "spooler": [int(s["pid"]) for s in document.get("spoolers", [])],
             "mule": [],
         }
         known = {pid for pids in roles.values() for pid in pids}
-        for child in _children(roles["master"][0]):
-            if child not in known and "mule" in _cmdline(child):
-                roles["mule"].append(child)
+        # The stats have no mules: they are the master's other children (pyuwsgi keeps one
+        # command line for every process).
+        roles["mule"] = [child for child in children(roles["master"][0]) if child not in known]
         return roles
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -123,13 +124,6 @@ def _children(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def bare_uwsgi(name: str, state: Path, socket_path: Path, processes: int, threads: int) -> Server:
@@ -191,9 +185,9 @@ def plain_nginx(state: Path, socket_path: Path, protocol: str) -> tuple[Server, 
     user = "user root root;" if os.geteuid() == 0 else ""
     conf = conf_dir / "nginx.conf"
     conf.write_text(
-        PLAIN_NGINX.format(
-            run=conf_dir, user=user, port=port, upstream=upstream, temp=conf_dir
-        ).replace("[[", "{").replace("]]", "}")
+        PLAIN_NGINX.format(run=conf_dir, user=user, port=port, upstream=upstream, temp=conf_dir)
+        .replace("[[", "{")
+        .replace("]]", "}")
     )
     argv = ["nginx", "-e", "stderr", "-c", str(conf)]
     return Server("nginx", argv, state / "nginx.log", stop_signal=signal.SIGQUIT), port

@@ -39,7 +39,9 @@ def run(config: Config, progress: Progress) -> dict[str, Any]:
                     progress("threads", step, steps, f"{processes}x{threads} {kind}")
                     # Requests wrk abandoned still run: start each run on idle workers.
                     wait_until(stack.idle, 60, "the workers to be idle")
-                    results.append(wrk(url, connections=config.connections, seconds=config.seconds, headers=AUTH))
+                    results.append(
+                        wrk(url, connections=config.connections, seconds=config.seconds, headers=AUTH)
+                    )
                 row[kind] = {
                     "rate": spread([r.rate for r in results]),
                     "p99_ms": spread([r.percentiles["p99"] for r in results]),
