@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PYTHON = ROOT / ".venv" / "bin" / "python"
 BENCH_BIN = ROOT / "bench" / ".venv" / "bin"
+SCRATCH = ROOT / "var" / "bench"
 STOP_GRACE = 10.0
 
 _running: set[Server] = set()
@@ -39,8 +40,11 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
 
 
 def scratch_dir(prefix: str) -> Path:
-    """A fresh directory for one server's state, removed when the bench exits."""
-    path = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
+    """A fresh directory for one server's state under var/bench (where ``make run`` keeps its
+    own: the spooler creates a file per job, so the filesystem is part of what is measured),
+    removed when the bench exits."""
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=SCRATCH))
     _scratch.append(path)
     return path
 
