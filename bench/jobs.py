@@ -92,13 +92,14 @@ class StackJobs:
         wait_until(done, FINISH_TIMEOUT, "the stack's jobs to finish", interval=0.2)
         return found
 
-    def in_process(self, backend: str, count: int) -> dict[str, Any]:
+    def in_process(self, backend: str, count: int, batch: bool = False) -> dict[str, Any]:
         since = time.time()
         micros: list[float] = []
         refused = 0
         while len(micros) + refused < count:
             chunk = min(CHUNK, count - len(micros) - refused)
-            answer = self.post(f"/api/diag/enqueue?count={chunk}&backend={backend}")
+            query = f"count={chunk}&backend={backend}" + ("&batch=true" if batch else "")
+            answer = self.post(f"/api/diag/enqueue?{query}")
             micros += answer["micros"]
             refused += answer.get("refused", 0)
         enqueued = time.time()
@@ -338,7 +339,7 @@ def run_peer(
 def run(config: Config, progress: Progress) -> dict[str, Any]:
     state = scratch_dir("jobs")
     all_peers = peers()
-    steps = 6 + 2 * len(all_peers)
+    steps = 7 + 2 * len(all_peers)
     step = 0
 
     def say(what: str) -> None:
@@ -359,6 +360,10 @@ def run(config: Config, progress: Progress) -> dict[str, Any]:
         stack.in_process("spooler", 20)  # warm-up: every worker's connection open
         say(f"this stack, spooler: {config.jobs:,} jobs enqueued in-process")
         rows["this stack: spooler, enqueued in a request"] = stack.in_process("spooler", config.jobs)
+        say(f"this stack, spooler: {config.jobs:,} jobs enqueued in batches of {CHUNK}")
+        rows[f"this stack: spooler, enqueue_many ({CHUNK} a call)"] = stack.in_process(
+            "spooler", config.jobs, batch=True
+        )
         say(f"this stack, mule: {config.jobs:,} jobs enqueued in-process")
         rows["this stack: mule, enqueued in a request"] = stack.in_process("mule", config.jobs)
         say(f"this stack, spooler: enqueued over HTTP by {HTTP_CLIENTS} clients")
