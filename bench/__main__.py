@@ -7,7 +7,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-from bench import http_servers, jobs, memory, threads
+from bench import http_servers, jobs, memory, targets, threads
 from bench.config import Config, Progress
 from bench.load import COMMANDS
 from bench.procs import stop_all
@@ -49,6 +49,9 @@ def main() -> int:
             write(results, sections, COMMANDS)
     finally:
         stop_all()
+    if sections:
+        results["targets"] = targets.check(results)
+        sections.insert(0, ("Targets (issue 11)", targets.markdown(results), ""))
     path = write(results, sections, COMMANDS)
     print(f"wrote {path}", file=sys.stderr)
     return 0
