@@ -78,7 +78,8 @@ bench-tools:
 	@missing=""; for tool in $(BENCH_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get install -y --no-install-recommends$$missing; \
+			apt-get install -y --no-install-recommends$$missing \
+				|| { apt-get update && apt-get install -y --no-install-recommends$$missing; }; \
 		else \
 			echo "bench needs:$$missing (as root: apt-get install$$missing)" >&2; exit 1; \
 		fi; \
