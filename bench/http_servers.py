@@ -12,8 +12,8 @@ from typing import Any
 
 from bench.config import Config, Progress, fmt, spread
 from bench.load import LoadResult, open_loop, wrk
-from bench.procs import Server, scratch_dir
-from bench.servers import AUTH, Stack, bare_uwsgi, gunicorn, plain_nginx
+from bench.procs import Server, scratch_dir, wait_until
+from bench.servers import AUTH, Stack, answers, bare_uwsgi, gunicorn, plain_nginx
 
 PROCESSES = 4
 THREADS = 1
@@ -40,7 +40,7 @@ def _bare_uwsgi(exit: ExitStack) -> tuple[int, str]:
     sock = state / "app.sock"
     server = bare_uwsgi("bare uWSGI", state, sock, PROCESSES, THREADS)
     _start(exit, server, sock)
-    return _behind_nginx(exit, state, sock, "uwsgi"), " ".join(server.command[0:1] + server.command[1:])
+    return _behind_nginx(exit, state, sock, "uwsgi"), " ".join(server.command)
 
 
 def _gunicorn(worker_class: str) -> Callable[[ExitStack], tuple[int, str]]:
@@ -55,8 +55,6 @@ def _gunicorn(worker_class: str) -> Callable[[ExitStack], tuple[int, str]]:
 
 
 def _start(exit: ExitStack, server: Server, sock: Path) -> None:
-    from bench.procs import wait_until
-
     exit.callback(server.stop)
     server.start()
 
@@ -68,9 +66,6 @@ def _start(exit: ExitStack, server: Server, sock: Path) -> None:
 
 
 def _behind_nginx(exit: ExitStack, state: Path, sock: Path, protocol: str) -> int:
-    from bench.procs import wait_until
-    from bench.servers import answers
-
     nginx, port = plain_nginx(state, sock, protocol)
     exit.callback(nginx.stop)
     nginx.start()
@@ -95,45 +90,53 @@ BARE = "bare uWSGI (minimal config)"
 STACK = "this stack (launcher, uwsgi.ini, its nginx)"
 
 
+def _url(port: int) -> str:
+    return f"http://127.0.0.1:{port}{PATH}"
+
+
 def run(config: Config, progress: Progress) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     steps = len(CASES) * config.repeats * (1 + len(LOADS))
     step = 0
-    for name, start in CASES.items():
-        with ExitStack() as exit:
-            port, command = start(exit)
-            url = f"http://127.0.0.1:{port}{PATH}"
-            wrk(url, connections=config.connections, seconds=1, headers=AUTH)  # warm-up
-            peaks: list[LoadResult] = []
-            for _ in range(config.repeats):
+    # Every server runs at once (idle ones cost nothing) and the repeats go round them in turn:
+    # a burst of other load on the machine then falls on all of them, not on one server's runs.
+    with ExitStack() as exit:
+        urls: dict[str, tuple[int, str]] = {}
+        for name, start in CASES.items():
+            urls[name] = start(exit)
+            wrk(_url(urls[name][0]), connections=config.connections, seconds=1, headers=AUTH)  # warm-up
+        peaks: dict[str, list[LoadResult]] = {name: [] for name in CASES}
+        for _ in range(config.repeats):
+            for name, (port, _command) in urls.items():
                 step += 1
                 progress("http", step, steps, f"{name}: closed loop")
-                peaks.append(wrk(url, connections=config.connections, seconds=config.seconds))
-            peak = spread([r.rate for r in peaks])
-            opens: dict[str, list[LoadResult]] = {}
-            for load in LOADS:
-                for _ in range(config.repeats):
+                peaks[name].append(wrk(_url(port), connections=config.connections, seconds=config.seconds))
+        opens: dict[str, dict[str, list[LoadResult]]] = {name: {} for name in CASES}
+        for load in LOADS:
+            for _ in range(config.repeats):
+                for name, (port, _command) in urls.items():
                     step += 1
-                    rate = peak["median"] * load
+                    rate = spread([r.rate for r in peaks[name]])["median"] * load
                     progress("http", step, steps, f"{name}: open loop at {rate:,.0f}/s")
-                    opens.setdefault(f"{load:.0%}", []).append(
+                    opens[name].setdefault(f"{load:.0%}", []).append(
                         open_loop("127.0.0.1", port, PATH, rate=rate, seconds=config.seconds)
                     )
-            rows[name] = {
-                "command": command,
-                "peak": peak,
-                "peak_errors": sum(r.errors for r in peaks),
-                "wrk_p99_ms": spread([r.percentiles.get("p99", float("nan")) for r in peaks]),
-                "open": {
-                    load: {
-                        "offered": results[0].offered,
-                        "sent": spread([r.rate for r in results]),
-                        "errors": sum(r.errors for r in results),
-                        **{p: spread([r.percentiles[p] for r in results]) for p in ("p50", "p99", "p99.9")},
-                    }
-                    for load, results in opens.items()
-                },
-            }
+    for name, (_port, command) in urls.items():
+        rows[name] = {
+            "command": command,
+            "peak": spread([r.rate for r in peaks[name]]),
+            "peak_errors": sum(r.errors for r in peaks[name]),
+            "wrk_p99_ms": spread([r.percentiles.get("p99", float("nan")) for r in peaks[name]]),
+            "open": {
+                load: {
+                    "offered": results[0].offered,
+                    "sent": spread([r.rate for r in results]),
+                    "errors": sum(r.errors for r in results),
+                    **{p: spread([r.percentiles[p] for r in results]) for p in ("p50", "p99", "p99.9")},
+                }
+                for load, results in opens[name].items()
+            },
+        }
     for row in rows.values():
         row["vs_gunicorn_sync"] = row["peak"]["median"] / rows[SYNC]["peak"]["median"]
         row["vs_bare_uwsgi"] = row["peak"]["median"] / rows[BARE]["peak"]["median"]
@@ -144,7 +147,8 @@ def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     lines = [
         f"`GET {result['path']}` (a small JSON document from the Flask app), {result['processes']} "
-        f"processes x {result['threads']} thread, through nginx. Peak: `wrk -t1`, closed loop. "
+        f"processes x {result['threads']} thread, through nginx, every server running at once and the "
+        "repeats taken in turn. Peak: `wrk -t1`, closed loop. "
         "Latency: constant rate at 50% and 90% of each server's own peak, from the intended send time "
         "(median of the repeats, min-max in brackets).",
         "",

@@ -40,9 +40,18 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[rank]
 
 
+def _found(pattern: str, text: str) -> str:
+    """The first group of ``pattern`` in wrk's output; raises with the output if it is not there."""
+    match = re.search(pattern, text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"wrk's output has no {pattern!r}:\n{text}")
+    return match.group(1)
+
+
 def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
-    return float(number) * _UNITS[unit]
+    """A wrk duration ("850.00us", "1.20ms", "2.00s") in milliseconds."""
+    number = _found(r"^([\d.]+)", text)
+    return float(number) * _UNITS[text[len(number) :]]
 
 
 def wrk(
@@ -62,8 +71,8 @@ def wrk(
     command.append(url)
     COMMANDS.append(shlex.join(command))
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rate = float(_found(r"Requests/sec:\s+([\d.]+)", out))
+    requests = int(_found(r"(\d+) requests in", out))
     errors = 0
     if found := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(found.group(1))

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +81,10 @@ class Stack:
         self._wait(self.idle)
         return self.server
 
-    def _wait(self, check: object) -> None:
+    def _wait(self, check: Callable[[], bool]) -> None:
         def ready() -> bool:
             self.server.check_alive()
-            return bool(check())  # type: ignore[operator]
+            return check()
 
         wait_until(ready, START_TIMEOUT, f"{self.server.name} to start (log: {self.server.log})")
 
@@ -128,7 +129,6 @@ def children(pid: int) -> list[int]:
 
 def bare_uwsgi(name: str, state: Path, socket_path: Path, processes: int, threads: int) -> Server:
     """uWSGI with a minimal configuration: master, processes, threads, the app; nothing else."""
-    stats_port = free_port()
     argv = [
         str(PROJECT_PYTHON.parent / "uwsgi"),
         "--master",
@@ -142,12 +142,8 @@ def bare_uwsgi(name: str, state: Path, socket_path: Path, processes: int, thread
         "--module",
         "app.wsgi:app",
         "--disable-logging",
-        "--stats",
-        f"127.0.0.1:{stats_port}",
     ]
-    server = Server(name, argv, state / "server.log", app_env(state, processes=processes, threads=threads))
-    server.stats_port = stats_port  # type: ignore[attr-defined]
-    return server
+    return Server(name, argv, state / "server.log", app_env(state, processes=processes, threads=threads))
 
 
 def gunicorn(
