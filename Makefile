@@ -65,3 +65,41 @@ offline-images: $(STAMP)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+
+## bench: every table of bench/ (HTTP, threads or processes, jobs, memory) in full, about 20 minutes;
+##        writes bench/results/latest.md, latest.json and the plots. Never part of `make test`.
+## bench-quick: the same tables, fewer and shorter runs (under 5 minutes)
+BENCH_VENV := bench/.venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_TOOLS := wrk redis-server nginx
+
+.PHONY: bench bench-quick bench-tools bench-lock
+
+# The peers and the plotting tools, pinned with hashes, in their own environment.
+$(BENCH_STAMP): bench/requirements.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --require-hashes --requirement bench/requirements.txt
+	touch $@
+
+# wrk and redis-server come from Debian: installed when root, else named.
+bench-tools:
+	@missing=""; for tool in $(BENCH_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get install -y --no-install-recommends$$missing \
+				|| { apt-get update && apt-get install -y --no-install-recommends$$missing; }; \
+		else \
+			echo "bench needs:$$missing (as root: apt-get install$$missing)" >&2; exit 1; \
+		fi; \
+	fi
+
+bench: $(STAMP) $(BENCH_STAMP) bench-tools
+	$(BENCH_VENV)/bin/python -m bench
+
+bench-quick: $(STAMP) $(BENCH_STAMP) bench-tools
+	$(BENCH_VENV)/bin/python -m bench --quick
+
+## bench-lock: rewrite bench/requirements.txt from bench/requirements.in
+bench-lock: $(STAMP)
+	cd bench && CUSTOM_COMPILE_COMMAND="make bench-lock" ../$(BIN)/pip-compile --quiet --generate-hashes \
+		--allow-unsafe --strip-extras --no-emit-find-links --output-file requirements.txt requirements.in

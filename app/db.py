@@ -121,3 +121,6 @@ class _Transaction:
 
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[tuple[object, ...]]) -> sqlite3.Cursor:
+        return self.conn.executemany(sql, rows)

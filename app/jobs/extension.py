@@ -17,7 +17,7 @@ from app import runtime
 from app.db import Database
 from app.jobs.backends import Backend
 from app.jobs.backends.mule import MuleBackend
-from app.jobs.backends.spooler import SpoolerBackend
+from app.jobs.backends.spooler import BATCH_JOBS, SpoolerBackend
 from app.jobs.backends.thread import InlineBackend, ThreadBackend
 from app.jobs.errors import InvalidJob, JobConflict, JobError, JobNotFound, QueueFull
 from app.jobs.periodic import Schedule, install
@@ -154,6 +154,70 @@ class Jobs:
             return self.store.get(job.id) or job
         except sqlite3.Error:
             return job  # handed over: it exists and will run, whatever the database says now
+
+    def enqueue_many(
+        self,
+        task_name: str,
+        args_list: Sequence[dict[str, Any] | list[Any] | None],
+        *,
+        backend: str | None = None,
+        max_attempts: int | None = None,
+        request_id: str | None = None,
+    ) -> builtins.list[Job]:
+        """Record one job of ``task_name`` per ``args_list`` item in a single transaction, then
+        hand each to its backend (the spooler: a file per ``BATCH_JOBS`` jobs); returns the
+        records as created (queued), in order. Cheaper than ``enqueue`` in a loop: one write
+        lock and one commit for them all, and on the spooler a file per hundred jobs.
+
+        Raises ``InvalidJob`` (by item index) before recording any job when one is invalid,
+        ``UnknownTask``; a job its backend refuses is failed and raises as ``enqueue`` does,
+        after the jobs before it were handed over."""
+        problems = self.option_problems(
+            task=task_name, args=None, backend=backend, delay=None, max_attempts=max_attempts
+        )
+        args_jsons = []
+        for index, args in enumerate(args_list):
+            problem = self.option_problems(
+                task=task_name, args=args, backend=None, delay=None, max_attempts=None
+            ).get("args")
+            try:
+                args_jsons.append(json.dumps(args if args is not None else {}, allow_nan=False))
+            except (TypeError, ValueError) as exc:
+                problem = problem or f"must be JSON-serialisable: {exc}"
+            if problem:
+                problems[f"args[{index}]"] = problem
+        if problems:
+            raise InvalidJob("the jobs are not valid", problems)
+        task = self.registry.get(task_name)
+        backend = backend or task.backend
+        handler = self.backends[backend]
+        jobs = self.store.create_many(
+            task=task.name,
+            args_jsons=args_jsons,
+            backend=backend,
+            max_attempts=max_attempts or task.max_attempts,
+            timeout=task.timeout,
+            request_id=request_id,
+            handle=handler.new_handle(),
+        )
+        if isinstance(handler, SpoolerBackend):
+            self._submit_batches(handler, jobs)
+        else:
+            for job in jobs:
+                self._submit(job, task, None)
+        return jobs
+
+    def _submit_batches(self, spooler: SpoolerBackend, jobs: builtins.list[Job]) -> None:
+        """Hand ``jobs`` to the spooler, a file per ``BATCH_JOBS``; if uWSGI refuses a file, its
+        jobs and those after it are failed, and ``JobError`` says so."""
+        for start in range(0, len(jobs), BATCH_JOBS):
+            batch = jobs[start : start + BATCH_JOBS]
+            try:
+                spooler.submit_batch(batch)
+            except JobError as exc:
+                for job in jobs[start:]:
+                    self._fail_unsubmitted(job, exc)
+                raise JobError(f"{exc}; it and the {len(jobs) - start} jobs from it on were failed") from exc
 
     def option_problems(
         self, *, task: object, args: object, backend: object, delay: object, max_attempts: object

@@ -7,7 +7,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Sized
+from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -136,25 +136,9 @@ class JobStore:
         unique_key: str | None = None,
         handle: str | None = None,
     ) -> Job | None:
-        """Insert a new record; returns None when ``unique_key`` is already taken."""
-        now = time.time()
-        job_id = uuid.uuid4().hex
-        status = JobStatus.SCHEDULED if run_at is not None and run_at > now else JobStatus.QUEUED
-        values = {
-            "id": job_id,
-            "task": task,
-            "args": args_json,
-            "backend": backend,
-            "status": status,
-            "max_attempts": max_attempts,
-            "timeout": timeout,
-            "request_id": request_id,
-            "unique_key": unique_key,
-            "handle": handle,
-            "run_at": run_at,
-            "created_at": now,
-            "updated_at": now,
-        }
+        """Insert a new record; returns it, or None when ``unique_key`` is already taken."""
+        values = self._new_record(task, args_json, backend, max_attempts, timeout, run_at, request_id, handle)
+        values["unique_key"] = unique_key
         with self.db.write() as tx:
             cursor = tx.execute(
                 f"INSERT INTO jobs ({', '.join(values)}) VALUES ({_marks(values)})"
@@ -163,7 +147,62 @@ class JobStore:
             )
             if cursor.rowcount == 0:
                 return None
-        return self.get(job_id)
+        return _created(values)
+
+    def create_many(
+        self,
+        *,
+        task: str,
+        args_jsons: Sequence[str],
+        backend: str,
+        max_attempts: int,
+        timeout: float | None,
+        request_id: str | None,
+        handle: str | None = None,
+    ) -> list[Job]:
+        """Insert one queued record per ``args_jsons`` item in a single transaction (one write
+        lock, one commit for them all); returns them, in order."""
+        records = [
+            self._new_record(task, args_json, backend, max_attempts, timeout, None, request_id, handle)
+            for args_json in args_jsons
+        ]
+        if not records:
+            return []
+        columns = list(records[0])
+        with self.db.write() as tx:
+            tx.executemany(
+                f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({_marks(columns)})",
+                [tuple(record.values()) for record in records],
+            )
+        return [_created(record) for record in records]
+
+    @staticmethod
+    def _new_record(
+        task: str,
+        args_json: str,
+        backend: str,
+        max_attempts: int,
+        timeout: float | None,
+        run_at: float | None,
+        request_id: str | None,
+        handle: str | None,
+    ) -> dict[str, Any]:
+        now = time.time()
+        status = JobStatus.SCHEDULED if run_at is not None and run_at > now else JobStatus.QUEUED
+        return {
+            "id": uuid.uuid4().hex,
+            "task": task,
+            "args": args_json,
+            "backend": backend,
+            "status": status,
+            "max_attempts": max_attempts,
+            "timeout": timeout,
+            "request_id": request_id,
+            "handle": handle,
+            "run_at": run_at,
+            "created_at": now,
+            "updated_at": now,
+        }
 
     def get(self, job_id: str) -> Job | None:
         rows = self.db.read("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -375,6 +414,35 @@ class JobStore:
                 (*FINISHED, older_than),
             )
             return cursor.rowcount
+
+
+def _created(values: dict[str, Any]) -> Job:
+    """The record just inserted with ``values``, as a read would return it (without the read)."""
+    return Job(
+        id=values["id"],
+        task=values["task"],
+        args=json.loads(values["args"]),
+        backend=values["backend"],
+        status=values["status"],
+        attempts=0,
+        max_attempts=values["max_attempts"],
+        timeout=values["timeout"],
+        result=None,
+        error=None,
+        progress=None,
+        progress_message=None,
+        request_id=values["request_id"],
+        unique_key=values.get("unique_key"),
+        handle=values["handle"],
+        run_at=values["run_at"],
+        pid=None,
+        owner=None,
+        deadline=None,
+        created_at=values["created_at"],
+        started_at=None,
+        finished_at=None,
+        updated_at=values["updated_at"],
+    )
 
 
 def lost_attempt_error(job: Job, now: float) -> dict[str, Any]:

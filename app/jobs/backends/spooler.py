@@ -13,6 +13,7 @@ import math
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,11 +24,26 @@ from app.jobs.runner import Runner
 from app.jobs.states import JobStatus
 from app.jobs.store import Job, JobStore, Verdict, error_record, lost_attempt_error
 
+
+def _is_batch(path: str) -> bool:
+    """Whether the spool file at ``path`` is a batch's (``submit_batch``)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(10)[4:] == BATCH_KEY
+    except OSError:
+        return False
+
+
 log = logging.getLogger(__name__)
 
 SPOOL_OK = -2  # the task is finished: uWSGI deletes the file
 SPOOL_RETRY = -1  # keep the file; it runs again once its mtime has passed
 RETRY_AFTER_INTERNAL_ERROR = 5.0
+# Jobs per spool file that ``enqueue_many`` writes (33 bytes of the 64 KB packet each): few
+# enough that every spooler gets files of a large batch, many enough to spare a file per job.
+BATCH_JOBS = 100
+# How a batch file's packet starts, after its 4-byte header: the one key, "jobs".
+BATCH_KEY = b"\x04\x00jobs"
 
 
 class SpoolerBackend:
@@ -45,7 +61,12 @@ class SpoolerBackend:
 
     def submit(self, job: Job, at: float | None = None) -> None:
         """Write the job's spool file; raises ``JobError`` if uWSGI refuses it. Once the file is
-        written the job will run, so a failure to record its path is only logged."""
+        written the job will run, so a failure to record its path is only logged.
+
+        The path is recorded now only when a cancel may need it (a delayed job) or the record
+        names another backend (a mule's retry or overflow): a job due now has it recorded by
+        the claim that starts it, one write transaction less per job. Cancelled before that,
+        its file is run once more, and the claim skips it (the record is no longer waiting)."""
         message = {b"job": job.id.encode()}
         if at is not None and at > time.time():
             message[b"at"] = str(math.ceil(at)).encode()
@@ -53,11 +74,23 @@ class SpoolerBackend:
             path = self.uwsgi.spool(message)
         except Exception as exc:
             raise JobError(f"the spooler refused job {job.id}: {exc}") from exc
+        if b"at" not in message and job.backend == self.name:
+            return
         try:
             # The backend too: a mule job's delay or retry runs here, with the spooler's guarantee.
             self.store.set_handle(job.id, os.fsdecode(path), backend=self.name)
         except sqlite3.Error as exc:
             log.warning("job %s is spooled, but its spool file's path was not recorded: %s", job.id, exc)
+
+    def submit_batch(self, jobs: Sequence[Job]) -> None:
+        """Write one spool file for ``jobs`` (at most ``BATCH_JOBS``, due now, records of this
+        backend); raises ``JobError`` if uWSGI refuses it. A spooler runs them one after the
+        other; the file goes once each has finished or been handed on (see ``handle``)."""
+        message = {b"jobs": ",".join(job.id for job in jobs).encode()}
+        try:
+            self.uwsgi.spool(message)
+        except Exception as exc:
+            raise JobError(f"the spooler refused a batch of {len(jobs)} jobs: {exc}") from exc
 
     def lost(self, job: Job) -> dict[str, Any] | None:
         """A job whose spool file exists is not lost: the spooler runs it (again)."""
@@ -68,14 +101,17 @@ class SpoolerBackend:
         return error_record("WorkerLost", f"its spool file {job.handle} is gone")
 
     def cancel(self, job: Job) -> None:
-        """Remove the job's spool file, so that it never comes up."""
-        if job.handle:
+        """Remove the job's spool file, so that it never comes up; never a batch's file, which
+        holds other jobs too (it runs, and the claim skips the cancelled job)."""
+        if job.handle and not _is_batch(job.handle):
             with contextlib.suppress(OSError):
                 os.unlink(job.handle)
 
     def handle(self, runner: Runner, message: dict[Any, Any]) -> int:
         """The spooler function: never raises, since uWSGI would retry a raising task forever."""
         path = self.spool_dir / os.path.basename(os.fsdecode(message.get("spooler_task_name", b"")))
+        if b"jobs" in message:
+            return self._handle_batch(runner, path, message[b"jobs"])
         try:
             job_id = message[b"job"].decode()
         except (KeyError, AttributeError, UnicodeDecodeError):
@@ -97,6 +133,45 @@ class SpoolerBackend:
         if outcome.retry_at is not None:
             return self._postpone(path, outcome.retry_at)
         return SPOOL_OK
+
+    def _handle_batch(self, runner: Runner, path: Path, ids: bytes) -> int:
+        """Run each job of a batch file; keep the file (postponed) while one of them needs
+        another go at it. A job already finished is skipped by its claim when the file runs again."""
+        try:
+            job_ids = ids.decode().split(",")
+        except (AttributeError, UnicodeDecodeError):
+            log.error("spool file %s has no job ids: dropped", path)
+            return SPOOL_OK
+        again: float | None = None
+        for job_id in job_ids:
+            when = self._run_in_batch(runner, path, job_id)
+            if when is not None:
+                again = when if again is None else min(again, when)
+        return SPOOL_OK if again is None else self._postpone(path, again)
+
+    def _run_in_batch(self, runner: Runner, path: Path, job_id: str) -> float | None:
+        """Run one job of a batch file; returns when the file must run again for it, or None."""
+        try:
+            outcome = runner.run(
+                job_id, allow_rerun=True, timeout_guard=self.uwsgi.set_user_harakiri, handle=str(path)
+            )
+        except OutcomeNotRecorded as exc:
+            log.warning("%s: batch spool file kept until it is", exc)
+            return time.time() + RETRY_AFTER_INTERNAL_ERROR
+        except Exception:
+            log.exception("job %s: internal error, batch spool file kept for a later try", job_id)
+            return time.time() + RETRY_AFTER_INTERNAL_ERROR
+        if outcome.verdict is Verdict.BUSY:
+            log.warning("job %s is still running in another live process: batch file kept", job_id)
+            return time.time() + RETRY_AFTER_INTERNAL_ERROR
+        if outcome.retry_at is not None and outcome.job is not None:
+            # A file of its own, so that its backoff holds and the batch's file can go.
+            try:
+                self.submit(outcome.job, outcome.retry_at)
+            except JobError:
+                log.exception("job %s: its retry was not spooled; batch file kept for it", job_id)
+                return outcome.retry_at
+        return None
 
     @staticmethod
     def _postpone(path: Path, at: float) -> int:

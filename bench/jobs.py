@@ -1,0 +1,458 @@
+"""Table 3, jobs: this stack's spooler and mule beside RQ, Celery, Dramatiq and Huey.
+
+Every system runs the same count of no-op jobs on 2 worker processes started beforehand;
+results and records are kept as each does by default. Enqueue cost is the time of one enqueue
+call in the enqueuing process (this stack: inside a request, /api/diag/enqueue); end to end runs
+from the first enqueue to the last job's start (a no-op ends as it starts); queue wait is from
+the enqueue to the job's start, at a constant rate (open loop)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.config import Config, Progress
+from bench.load import open_loop, percentile, wrk
+from bench.peers import read_stamps
+from bench.procs import BENCH_BIN, ROOT, Server, free_port, scratch_dir, wait_until
+from bench.servers import AUTH, Stack
+
+WORKERS = 2
+CHUNK = 500  # jobs per /api/diag/enqueue request
+HTTP_CLIENTS = 8
+WAIT_RATES = (200, 1000)
+FINISH_TIMEOUT = 600.0
+
+
+def _summary(
+    enqueue_us: list[float], first: float, enqueued: float, last_start: float, count: int
+) -> dict[str, Any]:
+    span = max(last_start - first, 1e-9)
+    return {
+        "jobs": count,
+        "enqueue_us_p50": percentile(enqueue_us, 50),
+        "enqueue_us_p99": percentile(enqueue_us, 99),
+        "enqueue_rate": count / max(enqueued - first, 1e-9),
+        "end_to_end_rate": count / span,
+        "end_to_end_s": span,
+    }
+
+
+def _waits(pairs: list[tuple[float, float]]) -> dict[str, float]:
+    waits = [(started - sent) * 1000 for sent, started in pairs]
+    return {"jobs": len(waits), "p50_ms": percentile(waits, 50), "p99_ms": percentile(waits, 99)}
+
+
+# ---- this stack -------------------------------------------------------------------------------
+
+
+class StackJobs:
+    """The stack with 2 spoolers and 2 mules; figures come from its own job records."""
+
+    def __init__(self) -> None:
+        self.stack = Stack("jobs-stack", processes=4, spooler_processes=WORKERS, mules=WORKERS)
+        self.db_path = self.stack.state / "data" / "app.sqlite3"
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.stack.http_port}{path}"
+
+    def post(self, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(self.url(path), method="POST", headers=AUTH)
+        with urllib.request.urlopen(request, timeout=120) as response:
+            document: dict[str, Any] = json.load(response)
+            return document
+
+    def records(self, since: float) -> list[sqlite3.Row]:
+        with sqlite3.connect(self.db_path, timeout=30) as conn:
+            conn.row_factory = sqlite3.Row
+            return conn.execute(
+                "SELECT status, created_at, started_at, finished_at FROM jobs"
+                " WHERE task = 'diag.noop' AND created_at >= ?",
+                (since,),
+            ).fetchall()
+
+    def finished(self, since: float, count: int | None = None) -> list[sqlite3.Row]:
+        """Wait until every job created since ``since`` (at least ``count``) has finished."""
+        found: list[sqlite3.Row] = []
+
+        def done() -> bool:
+            self.stack.server.check_alive()
+            found[:] = self.records(since)
+            waiting = [r for r in found if r["finished_at"] is None]
+            return not waiting and len(found) >= (count or 0)
+
+        wait_until(done, FINISH_TIMEOUT, "the stack's jobs to finish", interval=0.2)
+        return found
+
+    def in_process(self, backend: str, count: int, batch: bool = False) -> dict[str, Any]:
+        since = time.time()
+        micros: list[float] = []
+        refused = 0
+        while len(micros) + refused < count:
+            chunk = min(CHUNK, count - len(micros) - refused)
+            query = f"count={chunk}&backend={backend}" + ("&batch=true" if batch else "")
+            answer = self.post(f"/api/diag/enqueue?{query}")
+            micros += answer["micros"]
+            refused += answer.get("refused", 0)
+        enqueued = time.time()
+        rows = self.finished(since, count)
+        return self._figures(rows, micros, since, enqueued, refused)
+
+    def over_http(self, backend: str, seconds: float, script: Path) -> dict[str, Any]:
+        since = time.time()
+        load = wrk(
+            self.url("/api/jobs"), connections=HTTP_CLIENTS, seconds=seconds, headers=AUTH, script=script
+        )
+        enqueued = time.time()
+        rows = self.finished(since)
+        figures = self._figures(rows, [], since, enqueued, load.errors)
+        figures["http_enqueue_rate"] = load.rate
+        figures["http_p99_ms"] = load.percentiles.get("p99")
+        return figures
+
+    def _figures(
+        self, rows: list[sqlite3.Row], micros: list[float], since: float, enqueued: float, refused: int
+    ) -> dict[str, Any]:
+        first = min(r["created_at"] for r in rows)
+        last = max(r["finished_at"] for r in rows)
+        summary = _summary(micros, first, max(r["created_at"] for r in rows), last, len(rows))
+        summary["succeeded"] = sum(1 for r in rows if r["status"] == "succeeded")
+        summary["refused"] = refused
+        summary["queue_wait"] = _waits([(r["created_at"], r["started_at"]) for r in rows if r["started_at"]])
+        return summary
+
+    def constant_rate(self, rate: float, seconds: float, busy: bool) -> dict[str, Any]:
+        """Queue wait of spooler jobs POSTed at ``rate``/s; with ``busy``, while wrk saturates
+        every HTTP worker with CPU-bound requests."""
+        body = json.dumps({"task": "diag.noop", "backend": "spooler"}).encode()
+        headers = {**AUTH, "Content-Type": "application/json"}
+        saturate: threading.Thread | None = None
+        if busy:
+            url = self.url("/api/diag/cpu?n=100000")
+            saturate = threading.Thread(
+                target=wrk, args=(url,), kwargs={"connections": 32, "seconds": seconds + 1, "headers": AUTH}
+            )
+            saturate.start()
+            time.sleep(0.5)  # wrk is up and the workers are busy before the first job
+        since = time.time()
+        load = open_loop(
+            "127.0.0.1",
+            self.stack.http_port,
+            "/api/jobs",
+            rate=rate,
+            seconds=seconds,
+            method="POST",
+            body=body,
+            headers=headers,
+            connections=16,
+        )
+        if saturate is not None:
+            saturate.join()
+        rows = self.finished(since)
+        return {
+            "offered": rate,
+            "sent": load.rate,
+            "http_errors": load.errors,
+            "http_p99_ms": load.percentiles["p99"],
+            **_waits([(r["created_at"], r["started_at"]) for r in rows if r["started_at"]]),
+        }
+
+
+# ---- the peers --------------------------------------------------------------------------------
+
+
+@dataclass
+class Peer:
+    name: str
+    settings: str
+    workers: list[list[str]]  # one command per worker (or one command that forks them)
+    enqueue: Callable[[], Callable[[float], None]]  # made in this process, after REDIS_URL is set
+    env: dict[str, str] | None = None
+
+
+def _rq(worker_class: str) -> Peer:
+    def producer() -> Callable[[float], None]:
+        from redis import Redis
+        from rq import Queue
+
+        from bench.peers.rq_tasks import noop
+
+        queue = Queue("bench", connection=Redis.from_url(os.environ["REDIS_URL"]))
+        return lambda sent: queue.enqueue(noop, sent) and None
+
+    command = [str(BENCH_BIN / "rq"), "worker", "--url", os.environ.get("REDIS_URL", ""), "--quiet"]
+    label = "SimpleWorker" if worker_class.endswith("SimpleWorker") else "Worker (a fork per job)"
+    return Peer(
+        f"RQ {label}",
+        "2 worker processes; results kept (result_ttl 500 s)",
+        [[*command, "--worker-class", worker_class, "bench"] for _ in range(WORKERS)],
+        producer,
+    )
+
+
+def _celery() -> Peer:
+    def producer() -> Callable[[float], None]:
+        from bench.peers.celery_tasks import noop
+
+        return lambda sent: noop.delay(sent) and None
+
+    command = [
+        str(BENCH_BIN / "celery"), "-A", "bench.peers.celery_tasks", "worker", "--pool", "prefork",
+        "--concurrency", str(WORKERS), "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--loglevel", "WARNING",
+    ]  # fmt: skip
+    return Peer(
+        "Celery prefork",
+        "prefork x 2, Redis broker and result backend (every result stored)",
+        [command],
+        producer,
+    )
+
+
+def _dramatiq() -> Peer:
+    def producer() -> Callable[[float], None]:
+        from bench.peers.dramatiq_tasks import noop
+
+        return lambda sent: noop.send(sent) and None
+
+    command = [
+        str(BENCH_BIN / "dramatiq"),
+        "bench.peers.dramatiq_tasks",
+        "--processes",
+        str(WORKERS),
+        "--threads",
+        "8",
+    ]
+    return Peer(
+        "Dramatiq", "2 processes x 8 threads, Redis, no results, dramatiq_queue_prefetch=1000",
+        [command], producer, {"dramatiq_queue_prefetch": "1000"},
+    )  # fmt: skip
+
+
+def _huey(backend: str) -> Peer:
+    def producer() -> Callable[[float], None]:
+        from bench.peers import huey_tasks
+
+        task = huey_tasks.noop_redis if backend == "redis" else huey_tasks.noop_sqlite
+        return lambda sent: task(sent) and None
+
+    instance = f"bench.peers.huey_tasks.{backend}_huey"
+    command = [str(BENCH_BIN / "huey_consumer"), instance, "-w", str(WORKERS), "-k", "process", "-q", "-n"]
+    polls = ", polls (100 ms idle waits)" if backend == "sqlite" else ""
+    return Peer(
+        f"Huey {'Redis' if backend == 'redis' else 'SQLite'}", f"2 processes{polls}", [command], producer
+    )
+
+
+def peers() -> list[Peer]:
+    return [
+        _huey("redis"),
+        _huey("sqlite"),
+        _dramatiq(),
+        _celery(),
+        _rq("rq.worker.SimpleWorker"),
+        _rq("rq.worker.Worker"),
+    ]
+
+
+def _flush_redis(port: int) -> None:
+    from redis import Redis
+
+    Redis(port=port).flushall()
+
+
+def run_peer(
+    peer: Peer, config: Config, state: Path, redis_port: int, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    _flush_redis(redis_port)
+    stamps = state / peer.name.replace(" ", "-").replace("(", "").replace(")", "")
+    stamps.mkdir()
+    env = {"BENCH_STAMPS": str(stamps), "PYTHONPATH": str(ROOT), **(peer.env or {})}
+    servers = [
+        Server(f"{peer.name} {i}", argv, state / f"{stamps.name}-{i}.log", env)
+        for i, argv in enumerate(peer.workers)
+    ]
+    os.environ["BENCH_STAMPS"] = str(stamps)
+    try:
+        for server in servers:
+            server.start()
+        enqueue = peer.enqueue()
+
+        def stamped(count: int, since: float) -> list[tuple[float, float]]:
+            found: list[tuple[float, float]] = []
+
+            def done() -> bool:
+                for server in servers:
+                    server.check_alive()
+                found[:] = [p for p in read_stamps(stamps) if p[0] >= since]
+                return len(found) >= count
+
+            wait_until(done, FINISH_TIMEOUT, f"{peer.name}'s jobs to run", interval=0.1)
+            return found
+
+        # Workers up and idle before the clock starts: a few warm-up jobs must have run.
+        warm = time.time()
+        for _ in range(WORKERS * 2):
+            enqueue(time.time())
+        stamped(WORKERS * 2, warm)
+        time.sleep(0.5)
+
+        progress(f"{peer.name}: {config.jobs:,} jobs")
+        micros = []
+        first = time.time()
+        for _ in range(config.jobs):
+            started = time.perf_counter()
+            enqueue(time.time())
+            micros.append((time.perf_counter() - started) * 1e6)
+        enqueued = time.time()
+        pairs = stamped(config.jobs, first)
+        result = _summary(micros, first, enqueued, max(s for _, s in pairs), len(pairs))
+
+        rate = WAIT_RATES[0]
+        progress(f"{peer.name}: queue wait at {rate}/s")
+        since = time.time()
+        total = int(rate * config.wait_seconds)
+        for i in range(total):
+            delay = since + i / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            enqueue(time.time())
+        result["queue_wait"] = {f"{rate}/s": _waits(stamped(total, since))}
+        result["settings"] = peer.settings
+        return result
+    finally:
+        for server in servers:
+            server.stop()
+
+
+# ---- the table --------------------------------------------------------------------------------
+
+
+def run(config: Config, progress: Progress) -> dict[str, Any]:
+    state = scratch_dir("jobs")
+    all_peers = peers()
+    steps = 7 + 2 * len(all_peers)
+    step = 0
+
+    def say(what: str) -> None:
+        nonlocal step
+        step += 1
+        progress("jobs", step, steps, what)
+
+    stack = StackJobs()
+    script = state / "enqueue.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        'wrk.body = \'{"task": "diag.noop", "backend": "spooler"}\'\n'
+    )
+    rows: dict[str, Any] = {}
+    waits: dict[str, Any] = {}
+    try:
+        stack.stack.start()
+        stack.in_process("spooler", 20)  # warm-up: every worker's connection open
+        say(f"this stack, spooler: {config.jobs:,} jobs enqueued in-process")
+        rows["this stack: spooler, enqueued in a request"] = stack.in_process("spooler", config.jobs)
+        say(f"this stack, spooler: {config.jobs:,} jobs enqueued in batches of {CHUNK}")
+        rows[f"this stack: spooler, enqueue_many ({CHUNK} a call)"] = stack.in_process(
+            "spooler", config.jobs, batch=True
+        )
+        say(f"this stack, mule: {config.jobs:,} jobs enqueued in-process")
+        rows["this stack: mule, enqueued in a request"] = stack.in_process("mule", config.jobs)
+        say(f"this stack, spooler: enqueued over HTTP by {HTTP_CLIENTS} clients")
+        rows[f"this stack: spooler, POST /api/jobs x {HTTP_CLIENTS} clients"] = stack.over_http(
+            "spooler", config.seconds, script
+        )
+        for rate in WAIT_RATES:
+            say(f"this stack, spooler: queue wait at {rate}/s")
+            waits[f"{rate}/s, idle"] = stack.constant_rate(rate, config.wait_seconds, busy=False)
+        say(f"this stack, spooler: queue wait at {WAIT_RATES[0]}/s while wrk saturates the workers")
+        waits[f"{WAIT_RATES[0]}/s, HTTP workers saturated"] = stack.constant_rate(
+            WAIT_RATES[0], config.wait_seconds, busy=True
+        )
+    finally:
+        stack.stack.server.stop()
+
+    redis_port = free_port()
+    os.environ["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    os.environ["HUEY_SQLITE"] = str(state / "huey.sqlite3")
+    # No persistence: the peers' own defaults are what is measured, not Redis's disk.
+    redis_argv = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
+    redis = Server("redis", [*redis_argv, "--save", "", "--appendonly", "no"], state / "redis.log")
+    try:
+        redis.start()
+        wait_until(lambda: _redis_up(redis_port), 30, "redis-server to answer")
+        for peer in peers():  # made again now that REDIS_URL is known
+            rows[peer.name] = run_peer(peer, config, state, redis_port, say)
+    finally:
+        redis.stop()
+    return {"jobs": config.jobs, "workers": WORKERS, "rows": rows, "stack_waits": waits}
+
+
+def _redis_up(port: int) -> bool:
+    try:
+        _flush_redis(port)
+        return True
+    except Exception:
+        return False
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['jobs']:,} no-op jobs per system, {result['workers']} worker processes (spoolers, mules, "
+        "workers) started and idle beforehand. Enqueue: one call in the enqueuing process (this stack: "
+        "inside a request; the peers: a plain Python process). End to end: first enqueue to last job start. "
+        f"Queue wait: enqueue to start, at a constant {WAIT_RATES[0]} jobs/s.",
+        "",
+        "| system | enqueue p50 us | enqueue p99 us | enqueue jobs/s | end to end jobs/s | "
+        f"queue wait p50 ms at {WAIT_RATES[0]}/s | p99 ms | settings |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in result["rows"].items():
+        wait = row.get("queue_wait", {})
+        wait = wait.get(f"{WAIT_RATES[0]}/s", {}) if f"{WAIT_RATES[0]}/s" in wait else {}
+        p50 = f"{wait['p50_ms']:.2f}" if wait else "(below)"
+        p99 = f"{wait['p99_ms']:.2f}" if wait else "(below)"
+        settings = row.get("settings", "2 spoolers, 2 mules; every job's record kept")
+        if row.get("refused"):
+            settings += f"; {row['refused']} refused (queue full)"
+        enqueue = "-" if row["enqueue_us_p50"] != row["enqueue_us_p50"] else f"{row['enqueue_us_p50']:,.0f}"
+        enqueue99 = "-" if row["enqueue_us_p99"] != row["enqueue_us_p99"] else f"{row['enqueue_us_p99']:,.0f}"
+        lines.append(
+            f"| {name} | {enqueue} | {enqueue99} | {row['enqueue_rate']:,.0f} | "
+            f"{row['end_to_end_rate']:,.0f} | {p50} | {p99} | {settings} |"
+        )
+    lines += [
+        "",
+        "This stack's spooler, queue wait from its records (created to started), jobs POSTed to /api/jobs "
+        "at a constant rate (open loop):",
+        "",
+        "| case | offered jobs/s | sent jobs/s | jobs | queue wait p50 ms | p99 ms | HTTP errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, wait in result["stack_waits"].items():
+        lines.append(
+            f"| {name} | {wait['offered']:,} | {wait['sent']:,.0f} | {wait['jobs']:,} | {wait['p50_ms']:.2f} "
+            f"| {wait['p99_ms']:.2f} | {wait['http_errors']} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], axes: Any) -> None:
+    names = list(result["rows"])
+    rates = [result["rows"][n]["end_to_end_rate"] for n in names]
+    colours = ["#ee6677" if n.startswith("this stack") else "#4477aa" for n in names]
+    axes.barh(
+        [n.replace("this stack: ", "stack: ").split(", enqueued")[0][:40] for n in names],
+        rates,
+        color=colours,
+    )
+    axes.set_xlabel("no-op jobs/s, first enqueue to last start")
+    axes.set_title(f"{result['jobs']:,} jobs, {result['workers']} worker processes")

@@ -1,0 +1,76 @@
+"""The issue's targets, each with the figure this run measured beside it, met or not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.http_servers import STACK
+
+SPOOLER = "this stack: spooler, enqueued in a request"
+
+
+def check(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for every target whose table ran."""
+    found: list[tuple[str, str, bool]] = []
+    if "http" in results:
+        row = results["http"]["rows"][STACK]
+        found.append(
+            (
+                "HTTP peak >= 2.5x gunicorn sync",
+                f"{row['vs_gunicorn_sync']:.2f}x",
+                row["vs_gunicorn_sync"] >= 2.5,
+            )
+        )
+        found.append(
+            (
+                "production configuration >= 90% of bare uWSGI",
+                f"{row['vs_bare_uwsgi']:.0%}",
+                row["vs_bare_uwsgi"] >= 0.9,
+            )
+        )
+    if "jobs" in results:
+        rows = results["jobs"]["rows"]
+        spooler = rows[SPOOLER]
+        p50 = spooler["enqueue_us_p50"] / 1000
+        found.append(
+            ("spooler enqueue with its record, in-process, median <= 0.3 ms", f"{p50:.3f} ms", p50 <= 0.3)
+        )
+        batch = [name for name in rows if name.startswith("this stack: spooler, enqueue_many")]
+        if batch:
+            per_job = rows[batch[0]]["enqueue_us_p50"] / 1000
+            found.append(("the same, enqueue_many (per job)", f"{per_job:.3f} ms", per_job <= 0.3))
+        ours = {
+            name: row["end_to_end_rate"]
+            for name, row in rows.items()
+            if name.startswith("this stack: spooler")
+        }
+        peers = {
+            name: row["end_to_end_rate"] for name, row in rows.items() if not name.startswith("this stack")
+        }
+        best_peer = max(peers, key=peers.__getitem__)
+        best_ours = max(ours, key=ours.__getitem__)
+        found.append(
+            (
+                "spooler end to end ahead of every peer",
+                f"{ours[best_ours]:,.0f} jobs/s ({best_ours}) vs {peers[best_peer]:,.0f} ({best_peer}); "
+                f"one enqueue a call: {ours[SPOOLER]:,.0f}",
+                ours[best_ours] > peers[best_peer],
+            )
+        )
+        waits = results["jobs"]["stack_waits"]
+        for case, limit in (
+            ("200/s, idle", 1.0),
+            ("1000/s, idle", 50.0),
+            ("200/s, HTTP workers saturated", 1000.0),
+        ):
+            if case in waits:
+                p99 = waits[case]["p99_ms"]
+                found.append((f"queue wait p99 <= {limit:g} ms at {case}", f"{p99:,.2f} ms", p99 <= limit))
+    return found
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["| target | measured (this run) | met |", "|---|---|---|"]
+    for target, measured, met in check(results):
+        lines.append(f"| {target} | {measured} | {'yes' if met else '**no**'} |")
+    return "\n".join(lines)
