@@ -9,10 +9,11 @@ import shutil
 import subprocess
 from typing import Any
 
+import pytest
 import requests
 
 from app.settings import PROJECT_ROOT
-from tests.conftest import TOKEN, HttpStack, wait_until
+from tests.conftest import IN_CI, TOKEN, HttpStack, wait_until
 
 ENV_FILE = PROJECT_ROOT / ".env.offline"
 # Variables .env.offline sets: one left in the caller's environment would win over the file.
@@ -40,6 +41,20 @@ def compose_command() -> list[str] | None:
     if plugin.returncode == 0:
         return ["docker", "compose"]
     return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+def compose_with_images() -> list[str]:
+    """The Compose command, once the offline images are built; skips without Docker, except in
+    CI, where its absence fails the test."""
+    missing = docker_missing()
+    if missing and IN_CI:
+        pytest.fail(f"{missing}, and CI=true requires Docker")
+    if missing:
+        pytest.skip(missing)
+    compose = compose_command()
+    assert compose is not None
+    build_offline_images()
+    return compose
 
 
 def build_offline_images() -> None:

@@ -18,8 +18,8 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from tests.conftest import IN_CI, wait_until
-from tests.docker_stack import ComposeStack, build_offline_images, compose_command, docker_missing
+from tests.conftest import wait_until
+from tests.docker_stack import ComposeStack, compose_with_images
 
 pytestmark = pytest.mark.docker
 
@@ -29,14 +29,7 @@ PROCESSES = 4
 @pytest.fixture(scope="module")
 def docker_stack() -> Iterator[ComposeStack]:
     """The stack under a fresh project name; always removed with its volumes afterwards."""
-    missing = docker_missing()
-    if missing and IN_CI:
-        pytest.fail(f"{missing}, and CI=true requires Docker")
-    if missing:
-        pytest.skip(missing)
-    compose = compose_command()
-    assert compose is not None
-    build_offline_images()
+    compose = compose_with_images()
     stack = ComposeStack(compose, PROCESSES=str(PROCESSES))
     try:
         stack.start()

@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from app.settings import PROJECT_ROOT
-from tests.conftest import IN_CI, free_port, require, wait_until
-from tests.docker_stack import ComposeStack, build_offline_images, compose_command, docker_missing
+from tests.conftest import free_port, require, wait_until
+from tests.docker_stack import ComposeStack, compose_with_images
 
 PROMETHEUS_DIR = PROJECT_ROOT / "docker" / "prometheus"
 
@@ -37,14 +37,7 @@ def test_each_alert_fires_on_what_it_names_and_not_before() -> None:
 @pytest.fixture(scope="module")
 def monitored_stack() -> Iterator[tuple[ComposeStack, int]]:
     """The Compose stack with the monitoring profile; always removed with its volumes afterwards."""
-    missing = docker_missing()
-    if missing and IN_CI:
-        pytest.fail(f"{missing}, and CI=true requires Docker")
-    if missing:
-        pytest.skip(missing)
-    compose = compose_command()
-    assert compose is not None
-    build_offline_images()
+    compose = compose_with_images()
     prometheus_port = free_port()
     stack = ComposeStack(compose, PROCESSES="2", PROMETHEUS_PORT=str(prometheus_port))
     stack.command += ["--profile", "monitoring"]
