@@ -65,3 +65,11 @@ def test_the_runtime_lock_holds_only_runtime_packages_and_the_dev_lock_the_same_
 
 def test_the_dev_lock_pins_the_build_tools_the_editable_install_uses() -> None:
     assert {"pip", "setuptools"} <= set(locked(DEV_LOCK))
+
+
+def test_the_bench_lock_installs_every_runtime_pin_at_its_version() -> None:
+    # gunicorn and the peers import the app itself: a runtime dependency missing from the bench
+    # environment stops `make bench` at its first table.
+    bench = locked(ROOT / "bench" / "requirements.txt")
+    missing = {name: version for name, version in locked(RUNTIME_LOCK).items() if bench.get(name) != version}
+    assert not missing, f"bench/requirements.txt lacks these runtime pins (run make bench-lock): {missing}"
