@@ -68,7 +68,7 @@ clean:
 
 ## bench: every table of bench/ (HTTP, threads or processes, jobs, memory) in full, about 20 minutes;
 ##        writes bench/results/latest.md, latest.json and the plots. Never part of `make test`.
-## bench-quick: the same tables, fewer and shorter runs (under 5 minutes)
+## bench-quick: the same tables, fewer and shorter runs (under 5 minutes), into var/bench/results-quick
 BENCH_VENV := bench/.venv
 BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_TOOLS := wrk redis-server nginx

@@ -11,7 +11,7 @@ from bench import http_servers, jobs, memory, targets, threads
 from bench.config import Config, Progress
 from bench.load import COMMANDS
 from bench.procs import stop_all
-from bench.report import machine, plot, stamp, versions, write
+from bench.report import machine, plot, results_dir, stamp, versions, write
 
 TABLES: dict[str, tuple[str, ModuleType]] = {
     "http": ("HTTP: this stack, gunicorn and bare uWSGI behind nginx", http_servers),
@@ -29,6 +29,7 @@ def main() -> int:
     config = Config.make(options.quick)
     progress = Progress()
     names = options.only or list(TABLES)
+    into = results_dir(config.quick)
     results: dict[str, Any] = {
         "meta": {
             "date": stamp(),
@@ -44,15 +45,15 @@ def main() -> int:
         for name in names:
             title, module = TABLES[name]
             results[name] = module.run(config, progress)
-            picture = plot(name, module.plot, results[name])
+            picture = plot(name, module.plot, results[name], into)
             sections.append((title, module.markdown(results[name]), picture))
-            write(results, sections, COMMANDS)
+            write(results, sections, COMMANDS, into)
     finally:
         stop_all()
     if sections:
         results["targets"] = targets.check(results)
         sections.insert(0, ("Targets (issue 11)", targets.markdown(results), ""))
-    path = write(results, sections, COMMANDS)
+    path = write(results, sections, COMMANDS, into)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -15,6 +15,8 @@ from typing import Any
 from bench.procs import PROJECT_PYTHON, ROOT
 
 RESULTS = ROOT / "bench" / "results"
+# A quick run's results stay out of git: they would replace the committed full run's.
+QUICK_RESULTS = ROOT / "var" / "bench" / "results-quick"
 PEERS = ("flask", "gunicorn", "celery", "kombu", "redis", "rq", "dramatiq", "huey", "matplotlib")
 
 
@@ -67,10 +69,17 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write(results: dict[str, Any], sections: list[tuple[str, str, str]], commands: list[str]) -> Path:
+def results_dir(quick: bool) -> Path:
+    """Where a run writes: bench/results for a full run, var/bench/results-quick for a quick one."""
+    return QUICK_RESULTS if quick else RESULTS
+
+
+def write(
+    results: dict[str, Any], sections: list[tuple[str, str, str]], commands: list[str], into: Path
+) -> Path:
     """Write latest.json and latest.md; ``sections`` are (title, markdown, plot file) per table."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    into.mkdir(parents=True, exist_ok=True)
+    (into / "latest.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     meta = results["meta"]
     lines = [
         f"# Benchmark results ({'quick run' if meta['quick'] else 'full run'}, {meta['date']})",
@@ -92,12 +101,12 @@ def write(results: dict[str, Any], sections: list[tuple[str, str, str]], command
         if plot:
             lines += [f"![{title}]({plot})", ""]
     lines += ["## Commands", "", "```", *commands, "```", ""]
-    path = RESULTS / "latest.md"
+    path = into / "latest.md"
     path.write_text("\n".join(lines))
     return path
 
 
-def plot(name: str, draw: Any, result: dict[str, Any]) -> str:
+def plot(name: str, draw: Any, result: dict[str, Any], into: Path) -> str:
     """Draw one table with ``draw(result, axes)`` into a small PNG; returns its file name."""
     import matplotlib
 
@@ -108,7 +117,8 @@ def plot(name: str, draw: Any, result: dict[str, Any]) -> str:
     draw(result, axes)
     figure.tight_layout()
     file = f"{name}.png"
-    figure.savefig(RESULTS / file)
+    into.mkdir(parents=True, exist_ok=True)
+    figure.savefig(into / file)
     plt.close(figure)
     return file
 
