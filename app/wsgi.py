@@ -8,14 +8,14 @@ import sys
 from app import create_app
 from app.launcher.private import PRIVATE_UMASK
 from app.monitoring.logs import configure_logging
-from app.monitoring.metrics import name_files_by_slot
+from app.monitoring.metrics import use_multiprocess_files
 from app.settings import SettingsError
 from app.web.shedding import QueueShedding
 
 # An entry point: the process's file modes and log format are set here, not by the factory.
 os.umask(PRIVATE_UMASK)
 configure_logging()
-name_files_by_slot()
+use_multiprocess_files()
 
 try:
     app = create_app()

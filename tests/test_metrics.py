@@ -9,6 +9,7 @@ import sqlite3
 import statistics
 import struct
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.settings import PROJECT_ROOT
 from tests.conftest import Stack, require, wait_until
 
 pytestmark = pytest.mark.integration
@@ -262,3 +264,22 @@ def test_respawned_workers_continue_their_slots_metrics_files(
     assert not [name for name in files if any(name.endswith(f"_{pid}.db") for pid in pids)], files
     assert {"counter_worker1.db", "counter_worker2.db", "counter_mule1.db"} <= set(files)
     figure(f"requests={sent} reloads=2 worker_pids={len(pids)} metrics_files={len(files)}")
+
+
+def test_the_app_answers_when_started_without_the_launcher_that_made_its_metrics_directory(
+    tmp_path: Path,
+) -> None:
+    # uWSGI started another way (by hand, by a process manager) gets the same environment but no
+    # launcher to create RUN_DIR/metrics: once, every request answered 500 for want of it.
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path / "data"),
+        "SPOOL_DIR": str(tmp_path / "spool"),
+        "RUN_DIR": str(tmp_path / "run"),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "run" / "metrics"),
+    }
+    code = "from app.wsgi import app; print(app.test_client().get('/healthz').status_code)"
+    answer = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert answer.stdout.strip() == "200", answer.stderr[-2000:]

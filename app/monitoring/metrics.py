@@ -71,11 +71,15 @@ def process_slot() -> str:
     return str(os.getpid())
 
 
-def name_files_by_slot() -> None:
+def use_multiprocess_files() -> None:
     """Make each worker and mule keep one set of metrics files, continued by the process that
     replaces it (max-requests, reload-on-rss, harakiri, a reload), instead of a new set per pid:
-    every scrape reads every file, and a day of recycled workers would leave thousands."""
-    if os.environ.get(MULTIPROC_ENV):
+    every scrape reads every file, and a day of recycled workers would leave thousands. The
+    directory is created if missing (never emptied: that is the launcher's, at start): uWSGI
+    started without the launcher would otherwise fail every request on its first counter."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
         values.ValueClass = values.MultiProcessValue(process_identifier=process_slot)
 
 
