@@ -26,13 +26,25 @@ BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 DISK_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
 
 
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    # Extended codes (SQLITE_IOERR_WRITE, SQLITE_BUSY_SNAPSHOT...) carry the primary in the low byte.
+    return None if code is None else code & 0xFF
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """Whether another writer holds the lock: worth a retry within a second."""
+    return _primary_code(exc) in BUSY_CODES
+
+
 def is_transient(exc: sqlite3.Error) -> bool:
     """Whether ``exc`` is a busy database or a full or failing disk, which pass, not a bug."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:
-        return False
-    # Extended codes (SQLITE_IOERR_WRITE, SQLITE_BUSY_SNAPSHOT...) carry the primary in the low byte.
-    return code & 0xFF in BUSY_CODES | DISK_CODES
+    return _primary_code(exc) in BUSY_CODES | DISK_CODES
+
+
+def database_files(path: Path) -> tuple[Path, Path, Path]:
+    """The database and the two files SQLite keeps beside it in WAL mode."""
+    return path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
 
 
 class Database:
@@ -112,7 +124,7 @@ class Database:
         return int(row[0]), int(row[1]), int(row[2])
 
     def wal_path(self) -> Path:
-        return self.path.with_name(self.path.name + "-wal")
+        return database_files(self.path)[1]
 
 
 class _Transaction:

@@ -10,6 +10,7 @@ import os
 import stat
 from pathlib import Path
 
+from app.db import database_files
 from app.settings import Settings
 
 PRIVATE_UMASK = 0o077
@@ -17,14 +18,11 @@ PRIVATE_UMASK = 0o077
 
 def make_private(settings: Settings) -> None:
     """Remove group and other access from the stack's directories and database, where we own them."""
-    database = settings.database_path
     for path in (
         settings.run_dir,
         settings.data_dir,
         settings.spool_dir,
-        database,
-        database.with_name(database.name + "-wal"),
-        database.with_name(database.name + "-shm"),
+        *database_files(settings.database_path),
     ):
         _tighten(path)
 

@@ -10,7 +10,7 @@ from flask import Flask, Request, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from app.db import BUSY_CODES, is_transient
+from app.db import is_busy, is_transient
 from app.jobs import InvalidJob, JobConflict, JobError, JobNotFound, QueueFull, UnknownTask
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def register(app: Flask) -> None:
             return jsonify(error_body("internal_error", InternalServerError.description)), 500
         log.error("database unavailable: %s", exc)
         body = error_body("database_unavailable", f"the database cannot take this now ({exc}); try again")
-        return jsonify(body), 503, {"Retry-After": "1" if _busy(exc) else "10"}
+        return jsonify(body), 503, {"Retry-After": "1" if is_busy(exc) else "10"}
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> ResponseReturnValue:
@@ -132,7 +132,3 @@ def register(app: Flask) -> None:
         log.exception("unhandled error")
         body = error_body("internal_error", InternalServerError.description)
         return jsonify(body), 500
-
-
-def _busy(exc: sqlite3.Error) -> bool:
-    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in BUSY_CODES
