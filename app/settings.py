@@ -365,7 +365,6 @@ SETTINGS: dict[str, Setting] = {f.name.upper(): f.metadata[_DECLARATION] for f i
 
 # Variables only docker-compose.yml reads: the stack's own, not the app's.
 COMPOSE_ONLY: dict[str, Compose] = {
-    "UPSTREAM_TIMEOUT": Compose(default="", meaning="Seconds nginx waits for uWSGI (default: HARAKIRI + 5)"),
     "HEALTHCHECK_INTERVAL": Compose(default="10s", meaning="How often each service's health is checked"),
     "PYTHON_IMAGE": Compose(default="python:3.11-slim-bookworm", meaning="Base of the app image"),
     "NGINX_IMAGE": Compose(default="nginx:1.26-bookworm", meaning="The nginx image"),
