@@ -342,6 +342,11 @@ class Jobs:
         returns how many."""
         return self.store.purge(self.settings.purge_cutoff(time.time(), older_than_days))
 
+    @property
+    def node(self) -> str:
+        """This node's name in the job store: NODE_NAME, or the host name."""
+        return owner.node_id()
+
     def nodes(self) -> builtins.list[dict[str, Any]]:
         """Each run of each node that beat in the last day (or holds jobs): its node, run, host,
         master pid, start, seconds since its last heartbeat and whether that is within NODE_TIMEOUT."""

@@ -36,6 +36,7 @@ class Heartbeat:
         uwsgi = runtime.uwsgi_module()
         self.started_at = float(uwsgi.started_on) if uwsgi is not None else time.time()
         self.master_pid = uwsgi.masterpid() if uwsgi is not None else None
+        self._stopped = threading.Event()
 
     def beat(self) -> bool:
         """Record this run as alive now, unless another of its processes did within half an
@@ -51,9 +52,13 @@ class Heartbeat:
         """Beat now and every interval from a daemon thread of this process (call after the fork)."""
         threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True).start()
 
+    def stop(self) -> None:
+        """End this process's heartbeat thread after its current beat."""
+        self._stopped.set()
+
     def _beat_forever(self) -> None:
         failing = False
-        while True:
+        while not self._stopped.is_set():
             try:
                 self.beat()
             except Exception as exc:  # a database down or a full disk must not end the beats
@@ -66,4 +71,4 @@ class Heartbeat:
                 if failing:
                     log.info("heartbeat recorded again")
                 failing = False
-            time.sleep(self.interval)
+            self._stopped.wait(self.interval)

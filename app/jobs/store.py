@@ -430,12 +430,13 @@ class JobStore:
     def adopt(self, job_ids: Sequence[str], from_node: str) -> int:
         """Move the waiting jobs ``job_ids`` from ``from_node`` to this one, in one conditional
         UPDATE: a job another node adopted meanwhile, or that has started or ended, is left.
-        Returns how many moved."""
+        Their handles stay: the spooler recorded the new file's path of a delayed job (which a
+        cancel needs), and a due one's claim records it. Returns how many moved."""
         if not job_ids:
             return 0
         with self.db.write() as tx:
             cursor = tx.execute(
-                f"UPDATE jobs SET node = ?, handle = NULL, updated_at = ? WHERE id IN ({_marks(job_ids)})"
+                f"UPDATE jobs SET node = ?, updated_at = ? WHERE id IN ({_marks(job_ids)})"
                 f" AND node = ? AND status IN ({_marks(WAITING)})",
                 (owner.node_id(), time.time(), *job_ids, from_node, *WAITING),
             )
