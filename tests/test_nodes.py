@@ -112,6 +112,7 @@ def with_dead_and_live_nodes(jobs: Jobs) -> None:
 
 def test_a_new_job_is_held_by_the_node_that_created_it(jobs: Jobs, make_job: MakeJob) -> None:
     assert make_job().node == "node-here" == jobs.get(make_job().id).node
+    assert jobs.get(make_job().id).to_dict()["node"] == "node-here", "the API shows it"
 
 
 def test_an_owner_on_another_node_is_alive_while_its_run_beats(jobs: Jobs) -> None:

@@ -98,6 +98,7 @@ class Job:
             "request_id": self.request_id,
             "run_at": _iso(self.run_at),
             "pid": self.pid,
+            "node": self.node,
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
