@@ -294,7 +294,8 @@ class Settings:
     )
     node_name: str = declare(
         "",
-        "This node's name in the job store, unique among the stacks sharing it (default: the host name)",
+        "This node's name in the job store, unique among the stacks sharing it (default: the name kept in "
+        "SPOOL_DIR/.node, the host name of its first start)",
         _node_name,
     )
     node_timeout: int = declare(

@@ -333,3 +333,18 @@ def test_a_retried_job_is_held_by_the_node_that_retried_it(jobs: Jobs, make_job:
     jobs.store.fail_unstarted(job.id, {"type": "X", "message": "x", "traceback": None})
     requeued = jobs.store.requeue(job.id, 1, handle=None)
     assert requeued is not None and requeued.node == "node-here"
+
+
+def test_a_recreated_container_on_the_same_spool_volume_stays_the_same_node(
+    app_factory: AppFactory, state_dir: Path
+) -> None:
+    """The name is kept in SPOOL_DIR: a new host name over the same spool files is the same node,
+    whose previous run is gone at once, not after NODE_TIMEOUT."""
+    spool = state_dir / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    assert owners.spool_node_name(spool) == owners.host_name(), "a first start keeps its host name"
+    (spool / owners.NODE_FILE).write_text("container-before\n")
+    app_factory(NODE_NAME="")
+    assert owners.node_id() == "container-before"
+    app_factory(NODE_NAME="named")
+    assert owners.node_id() == "named", "NODE_NAME wins over the kept name"

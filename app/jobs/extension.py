@@ -66,7 +66,11 @@ class Jobs:
         self.db = Database(settings.database_path, MIGRATIONS)
         self.db.migrate()
         self.store = JobStore(self.db)
-        owner.configure(settings.node_name, self.store.beats, settings.node_timeout)
+        owner.configure(
+            settings.node_name or owner.spool_node_name(settings.spool_dir),
+            self.store.beats,
+            settings.node_timeout,
+        )
         self.heartbeat = Heartbeat(self.store, settings.heartbeat_interval)
         self.registry = registry
         self.runner = Runner(app, self.store, registry)

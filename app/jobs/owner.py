@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from app import runtime
 
@@ -78,6 +79,34 @@ def configure(node: str, read_beats: Callable[[], Beats], timeout: float) -> Non
     _identity = _Identity(node, read_beats, timeout)
 
 
+# In SPOOL_DIR: the name of the node its spool files belong to (uWSGI runs only files named
+# uwsgi_spoolfile_on_*, so the spooler never takes it for a job).
+NODE_FILE = ".node"
+
+
+def spool_node_name(spool_dir: Path) -> str:
+    """The node that owns ``spool_dir``: the name a previous start wrote there, or this host's
+    name, written for the next start. A container recreated on the same spool volume gets a new
+    host name, but its spool files (and so its jobs) are still this node's: keeping the name
+    makes its previous run gone at once (another run of this node), instead of a node that must
+    first miss NODE_TIMEOUT of heartbeats. Falls back to the host name if the file can't be kept."""
+    path = spool_dir / NODE_FILE
+    name = host_name()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            kept = path.read_text().strip()
+        except OSError:
+            return name
+        return kept if kept and "/" not in kept else name
+    except OSError:
+        return name
+    with os.fdopen(fd, "w") as file:
+        file.write(name + "\n")
+    return name
+
+
 @cache
 def host_name() -> str:
     """This machine (or container): its host name."""
@@ -85,7 +114,7 @@ def host_name() -> str:
 
 
 def node_id() -> str:
-    """This node: NODE_NAME, or the host name."""
+    """This node: NODE_NAME, or the name kept in SPOOL_DIR (``spool_node_name``), or the host name."""
     return _identity.node or host_name()
 
 
