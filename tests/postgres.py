@@ -19,6 +19,8 @@ USER = "fus"
 PASSWORD = "fus-test-password"
 # initdb and postgres refuse to run as root: as root they run as this user (Debian's package makes it).
 SERVER_USER = "postgres"
+# The database whose schemas the job-store suite's tests get, one each.
+SHARED = "tests"
 
 
 def find_bindir() -> Path | None:
@@ -97,10 +99,25 @@ class PostgresServer:
             "--wait", "--timeout", "60", "-o", options,
         )  # fmt: skip
         self.started = True
+        with self.admin() as conn:
+            conn.execute(f"CREATE DATABASE {SHARED}")
         return self
 
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(self.url(), autocommit=True)
+
+    def new_schema(self) -> str:
+        """The URL of a fresh, empty schema of the shared database ``tests`` (its search_path):
+        as fresh as a database of its own, in a few ms where CREATE DATABASE takes 0.2 s."""
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url(SHARED), autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{name}"')
+        return f"{self.url(SHARED)}?options=-csearch_path%3D{name}"
+
+    def drop_schema(self, url: str) -> None:
+        name = url.rsplit("%3D", 1)[1]
+        with psycopg.connect(self.url(SHARED), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
     def new_database(self) -> str:
         """A fresh, empty database; its name."""
