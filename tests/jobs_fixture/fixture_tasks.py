@@ -34,3 +34,16 @@ def stuck(seconds: float = 60) -> None:
 def size(blob: str) -> int:
     """The length of its argument: shows large arguments arrive whole."""
     return len(blob)
+
+
+@job("fixture.held", max_attempts=3)
+def held(label: str, log: str, hold: str = "", seconds: float = 0.1) -> str:
+    """Waits (at most 60 s) while the file ``hold`` exists, then ``seconds``, then appends
+    ``label`` to the file ``log``: a line per attempt that ran to its end."""
+    deadline = time.monotonic() + 60
+    while hold and os.path.exists(hold) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(seconds)
+    with open(log, "a") as file:
+        file.write(f"{label}\n")
+    return label
