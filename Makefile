@@ -47,7 +47,7 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest
 
-## unit: only the fast tests, in about three seconds: none starts uWSGI, nginx or Docker
+## unit: only the fast tests, in about 20 seconds: none starts uWSGI, nginx or Docker (PostgreSQL, yes)
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration and not docker and not faults"
 
