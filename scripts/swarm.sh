@@ -87,7 +87,10 @@ up() {
 }
 
 down() {
-    local deadline
+    local deadline volumes
+    # Every volume its tasks mounted, the per-replica anonymous ones included (no stack label).
+    volumes=$(docker ps --all --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME" \
+        | xargs -r docker inspect --format '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}')
     docker stack rm "$STACK_NAME"
     # The stack's network goes only once its tasks are gone; volumes and secrets in use cannot go.
     deadline=$((SECONDS + 120))
@@ -97,7 +100,9 @@ down() {
         sleep 1
     done
     if [ "${PURGE:-0}" = 1 ]; then
-        docker volume ls --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME" | xargs -r docker volume rm >/dev/null
+        # shellcheck disable=SC2086 # one name per word
+        docker volume rm $volumes $(docker volume ls --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME") \
+            >/dev/null 2>&1 || true
         for name in db_password operator_token; do
             ! secret_exists "${STACK_NAME}_$name" || docker secret rm "${STACK_NAME}_$name" >/dev/null
         done
