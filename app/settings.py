@@ -95,6 +95,16 @@ def _text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _node_name(name: str, raw: str) -> str:
+    """Empty (the host name) or a name for this node: no ``/``, which separates an owner's parts."""
+    value = raw.strip()
+    if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+        raise SettingsError(
+            f"{name}: expected up to 63 letters, digits, '.', '_' or '-' (empty: the host name), got {raw!r}"
+        )
+    return value
+
+
 def _boolean(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -283,6 +293,18 @@ class Settings:
         "Comma-separated modules to import at start-up: where your own tasks are declared",
         _modules,
     )
+    node_name: str = declare(
+        "",
+        "This node's name in the job store, unique among the stacks sharing it (default: the name kept in "
+        "SPOOL_DIR/.node, the host name of its first start)",
+        _node_name,
+    )
+    node_timeout: int = declare(
+        "30",
+        "Seconds without a heartbeat after which a node is dead and live nodes adopt its jobs "
+        "(each node beats every sixth of this)",
+        _integer(3, 3600),
+    )
     operator_token: str = declare(
         "", "Bearer token for the jobs API; empty: only loopback clients may use it", _text
     )
@@ -313,6 +335,11 @@ class Settings:
     def upstream_timeout(self) -> int:
         """Seconds nginx waits for uWSGI: 5 s beyond HARAKIRI, so that uWSGI ends a stuck request first."""
         return self.harakiri + 5
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between a node's heartbeats: six go by before NODE_TIMEOUT declares it dead."""
+        return self.node_timeout / 6
 
     @property
     def socket_path(self) -> Path | None:

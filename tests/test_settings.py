@@ -36,6 +36,9 @@ def test_defaults_fit_the_machine(tmp_path: Path) -> None:
         ("LISTEN_BACKLOG", "10000000"),
         ("JOBS_DIAG", "perhaps"),
         ("JOBS_IMPORT", "not a module"),
+        ("NODE_NAME", "host/1"),
+        ("NODE_NAME", "-leading-dash"),
+        ("NODE_TIMEOUT", "1"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(name: str, value: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import sqlite3
 
 import pytest
@@ -36,6 +37,12 @@ def test_info_reports_the_configuration_outside_uwsgi(client: FlaskClient) -> No
     info = client.get("/api/info").get_json()
     assert info["server"] == "local" and info["worker_id"] is None
     assert info["processes"] >= 1 and info["threads"] >= 1
+    assert info["host"] == socket.gethostname() and info["node"] == socket.gethostname()
+
+
+def test_info_names_the_node_that_answered(app_factory: AppFactory) -> None:
+    info = app_factory(NODE_NAME="replica-2").test_client().get("/api/info").get_json()
+    assert info["node"] == "replica-2" and info["host"] == socket.gethostname()
 
 
 def test_landing_page_links_to_the_endpoints(client: FlaskClient) -> None:

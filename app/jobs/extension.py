@@ -9,17 +9,20 @@ import logging
 import sqlite3
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
 from app import runtime
 from app.db import Database
+from app.jobs import owner
 from app.jobs.backends import Backend
 from app.jobs.backends.mule import MuleBackend
 from app.jobs.backends.spooler import BATCH_JOBS, SpoolerBackend
 from app.jobs.backends.thread import InlineBackend, ThreadBackend
 from app.jobs.errors import InvalidJob, JobConflict, JobError, JobNotFound, QueueFull
+from app.jobs.heartbeat import Heartbeat
 from app.jobs.periodic import Schedule, install
 from app.jobs.registry import BACKENDS, Task, attempts_problem, registry
 from app.jobs.runner import Runner, describe_error
@@ -63,6 +66,12 @@ class Jobs:
         self.db = Database(settings.database_path, MIGRATIONS)
         self.db.migrate()
         self.store = JobStore(self.db)
+        owner.configure(
+            settings.node_name or owner.spool_node_name(settings.spool_dir),
+            self.store.beats,
+            settings.node_timeout,
+        )
+        self.heartbeat = Heartbeat(self.store, settings.heartbeat_interval)
         self.registry = registry
         self.runner = Runner(app, self.store, registry)
         for module in (*OWN_TASKS, *task_modules):
@@ -84,7 +93,8 @@ class Jobs:
             self._install_uwsgi_hooks()
 
     def _install_uwsgi_hooks(self) -> None:
-        """In the uWSGI master, before the fork: the spooler function, the mule handler, timers."""
+        """In the uWSGI master, before the fork: the spooler function, the mule handler, timers,
+        and the heartbeat thread each worker starts after the fork (see ``app.jobs.heartbeat``)."""
         uwsgi = self.uwsgi
         assert uwsgi is not None
         runner = self.runner
@@ -94,10 +104,22 @@ class Jobs:
         if isinstance(mule, MuleBackend):
             uwsgi.mule_msg_hook = lambda message: mule.handle(runner, message)
         install(uwsgi, self._fire_periodic)
+        heartbeat = self.heartbeat
+        previous = getattr(uwsgi, "post_fork_hook", None)
+
+        def post_fork() -> None:
+            if previous is not None:
+                previous()
+            if uwsgi.worker_id() > 0:
+                heartbeat.start()
+
+        uwsgi.post_fork_hook = post_fork
 
     def _fire_periodic(self, schedule: Schedule, slot: int) -> None:
+        # A per-node task's key carries the node: each node runs it once per period.
+        scope = f"{owner.node_id()}:" if schedule.per_node else ""
         try:
-            self.enqueue(schedule.task, {}, unique_key=f"periodic:{schedule.task}:{slot}")
+            self.enqueue(schedule.task, {}, unique_key=f"periodic:{schedule.task}:{scope}{slot}")
         except JobError:
             log.exception("periodic job %s for slot %d was not enqueued", schedule.task, slot)
 
@@ -323,6 +345,28 @@ class Jobs:
         """Delete finished records older than ``older_than_days`` (default JOBS_RETENTION_DAYS);
         returns how many."""
         return self.store.purge(self.settings.purge_cutoff(time.time(), older_than_days))
+
+    @property
+    def node(self) -> str:
+        """This node's name in the job store: NODE_NAME, or the host name."""
+        return owner.node_id()
+
+    def nodes(self) -> builtins.list[dict[str, Any]]:
+        """Each run of each node that beat in the last day (or holds jobs): its node, run, host,
+        master pid, start, seconds since its last heartbeat and whether that is within NODE_TIMEOUT."""
+        now = time.time()
+        return [
+            {
+                "node": row["node"],
+                "run": row["run"],
+                "host": row["host"],
+                "pid": row["pid"],
+                "started_at": datetime.fromtimestamp(row["started_at"], UTC).isoformat(timespec="seconds"),
+                "beat_age": round(now - row["beat_at"], 3),
+                "alive": now - row["beat_at"] < self.settings.node_timeout,
+            }
+            for row in self.store.nodes()
+        ]
 
     def record_readiness(self) -> None:
         """Commit a write to the job store; raises ``sqlite3.Error`` when it cannot take one."""

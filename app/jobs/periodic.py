@@ -3,7 +3,9 @@
 The master raises a uWSGI signal each period; one worker handles it by enqueueing the task with
 a unique key made of its name and the period's start by the clock, so a period yields at most
 one job however many workers, signals or restarts there are (a tick that jitters across a
-period boundary can merge two periods into one).
+period boundary can merge two periods into one). Nodes sharing a store share the keys, so a
+period yields one job across them all; a ``per_node`` task's key also names the node, so that
+each node runs it once per period (the reaper: only a node can check its own processes).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Schedule:
     task: str
     every: int | None
     cron: tuple[int, int, int, int, int] | None
+    per_node: bool = False
 
     def slot(self, now: float) -> int:
         """The start of the period that ``now`` falls in, as a unix time."""
@@ -70,11 +73,13 @@ def periodic(
     every: int | None = None,
     cron: str | None = None,
     backend: str = "spooler",
+    per_node: bool = False,
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a task that runs every ``every`` seconds or on a ``cron`` schedule (the master's
     local time, as uWSGI reads its clock; UTC in the image).
 
+    Runs once per period across the nodes sharing the store, or on each node with ``per_node``.
     Takes the options of ``job``; ``backend`` can only be the spooler, whose unique keys make a
     period yield one job. Raises ``JobError`` on a bad option, or unless exactly one of ``every``
     and ``cron`` is given.
@@ -90,7 +95,8 @@ def periodic(
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         register(func)
-        schedules.append(Schedule(name or f"{func.__module__}.{func.__qualname__}", every, cron_fields))
+        task = name or f"{func.__module__}.{func.__qualname__}"
+        schedules.append(Schedule(task, every, cron_fields, per_node))
         return func
 
     return decorate

@@ -60,4 +60,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX IF NOT EXISTS jobs_by_task_state ON jobs (task, backend, status);
     """,
+    # 5: nodes sharing one store. Each live run of each node beats in ``nodes``; a job's ``node``
+    # is the node holding its handover (its spool file, mule queue or thread pool), so that the
+    # jobs of a dead node are found through ``jobs_by_node`` without a scan of the backlog.
+    """
+    CREATE TABLE nodes (
+        node TEXT NOT NULL,
+        run TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        beat_at REAL NOT NULL,
+        PRIMARY KEY (node, run)
+    );
+    ALTER TABLE jobs ADD COLUMN node TEXT;
+    CREATE INDEX jobs_by_node ON jobs (node, status);
+    """,
 )

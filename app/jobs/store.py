@@ -18,6 +18,8 @@ from app.jobs import owner
 from app.jobs.owner import Owner
 from app.jobs.states import FINISHED, WAITING, JobStatus
 
+UNFINISHED = (*WAITING, JobStatus.RUNNING)
+
 
 def _marks(values: Sized) -> str:
     """SQL placeholders, one per value."""
@@ -57,6 +59,7 @@ class Job:
     run_at: float | None
     pid: int | None
     owner: str | None
+    node: str | None
     deadline: float | None
     created_at: float
     started_at: float | None
@@ -95,6 +98,7 @@ class Job:
             "request_id": self.request_id,
             "run_at": _iso(self.run_at),
             "pid": self.pid,
+            "node": self.node,
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
@@ -199,6 +203,7 @@ class JobStore:
             "timeout": timeout,
             "request_id": request_id,
             "handle": handle,
+            "node": owner.node_id(),
             "run_at": run_at,
             "created_at": now,
             "updated_at": now,
@@ -261,6 +266,10 @@ class JobStore:
         remain, else the job fails. A record still ``running`` in another live process is left
         to it (``busy``). A ``handle`` given replaces the record's (the spooler names the file
         it runs, in case recording it at the handover failed).
+
+        Across nodes (``allow_rerun``): a record whose ``node`` is another live node was adopted
+        by it, so this copy is stale (a node back with its old spool files) and is skipped; a
+        record of a dead node (or of none: older records) is adopted here by this claim.
         """
         now = time.time()
         me = owner.here()
@@ -270,6 +279,8 @@ class JobStore:
                 return Claim(None, Verdict.SKIP)
             job = Job.from_row(row)
             lost = None
+            if allow_rerun and job.node not in (None, me.node) and owner.node_alive(job.node):
+                return Claim(job, Verdict.SKIP)
             if job.status == JobStatus.RUNNING:
                 if not allow_rerun:
                     return Claim(job, Verdict.SKIP)
@@ -287,13 +298,15 @@ class JobStore:
             deadline = now + job.timeout if job.timeout else None
             tx.execute(
                 "UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?, pid = ?,"
-                " owner = ?, handle = coalesce(?, handle), deadline = ?, error = coalesce(?, error),"
-                " progress = NULL, progress_message = NULL, updated_at = ? WHERE id = ?",
+                " owner = ?, node = ?, handle = coalesce(?, handle), deadline = ?,"
+                " error = coalesce(?, error), progress = NULL, progress_message = NULL, updated_at = ?"
+                " WHERE id = ?",
                 (
                     JobStatus.RUNNING,
                     now,
                     me.pid,
                     str(me),
+                    me.node,
                     handle,
                     deadline,
                     json.dumps(lost) if lost else None,
@@ -365,17 +378,19 @@ class JobStore:
             )
 
     def requeue(self, job_id: str, extra_attempts: int, handle: str | None) -> Job | None:
-        """Put a failed or cancelled job back in the queue with ``extra_attempts`` more tries."""
+        """Put a failed or cancelled job back in the queue with ``extra_attempts`` more tries,
+        held by this node (whose backend it is handed to next)."""
         now = time.time()
         with self.db.write() as tx:
             cursor = tx.execute(
                 "UPDATE jobs SET status = ?, max_attempts = attempts + ?, run_at = NULL,"
-                " finished_at = NULL, handle = ?, updated_at = ?"
+                " finished_at = NULL, handle = ?, node = ?, updated_at = ?"
                 " WHERE id = ? AND status IN (?, ?)",
                 (
                     JobStatus.QUEUED,
                     extra_attempts,
                     handle,
+                    owner.node_id(),
                     now,
                     job_id,
                     JobStatus.FAILED,
@@ -387,14 +402,110 @@ class JobStore:
         return self.get(job_id)
 
     def reap_candidates(self, volatile_backends: Iterable[str]) -> builtins.list[Job]:
-        """Jobs the reaper looks at: every running one, and the queued jobs of the backends
-        whose handover can be lost (a durable backlog, such as spool files, is the bulk and safe)."""
+        """Jobs this node's reaper looks at: every running one held here, and the queued jobs
+        of the backends whose handover can be lost (a durable backlog, such as spool files, is
+        the bulk and safe). Those of other nodes are their reapers' (or, dead, ``of_node``'s)."""
         names = tuple(volatile_backends)
         rows = self.db.read(
-            f"SELECT * FROM jobs WHERE status = ? OR (status = ? AND backend IN ({_marks(names)}))",
-            (JobStatus.RUNNING, JobStatus.QUEUED, *names),
+            f"SELECT * FROM jobs WHERE (status = ? OR (status = ? AND backend IN ({_marks(names)})))"
+            " AND (node = ? OR node IS NULL)",
+            (JobStatus.RUNNING, JobStatus.QUEUED, *names, owner.node_id()),
         )
         return [Job.from_row(row) for row in rows]
+
+    def of_node(self, node: str, spooled_waiting: bool, limit: int) -> builtins.list[Job]:
+        """Up to ``limit`` unfinished jobs held by ``node``, through ``jobs_by_node``: its waiting
+        spooler jobs if ``spooled_waiting``, else the rest (running ones, and waiting jobs of
+        the other backends)."""
+        spooled = "backend = ? AND status IN (?, ?, ?)"
+        where = spooled if spooled_waiting else f"(status = ? OR NOT ({spooled}))"
+        params: tuple[object, ...] = ("spooler", *WAITING)
+        if not spooled_waiting:
+            params = (JobStatus.RUNNING, *params)
+        rows = self.db.read(
+            f"SELECT * FROM jobs WHERE node = ? AND status IN ({_marks(UNFINISHED)}) AND {where} LIMIT ?",
+            (node, *UNFINISHED, *params, limit),
+        )
+        return [Job.from_row(row) for row in rows]
+
+    def adopt(self, job_ids: Sequence[str], from_node: str) -> int:
+        """Move the waiting jobs ``job_ids`` from ``from_node`` to this one, in one conditional
+        UPDATE: a job another node adopted meanwhile, or that has started or ended, is left.
+        Their handles stay: the spooler recorded the new file's path of a delayed job (which a
+        cancel needs), and a due one's claim records it. Returns how many moved."""
+        if not job_ids:
+            return 0
+        with self.db.write() as tx:
+            cursor = tx.execute(
+                f"UPDATE jobs SET node = ?, updated_at = ? WHERE id IN ({_marks(job_ids)})"
+                f" AND node = ? AND status IN ({_marks(WAITING)})",
+                (owner.node_id(), time.time(), *job_ids, from_node, *WAITING),
+            )
+            return cursor.rowcount
+
+    def adopt_lost_attempt(self, job: Job, error: dict[str, Any]) -> JobStatus | None:
+        """Record the running ``job``'s attempt as lost with its node: the job waits here for
+        its next attempt (``retrying``, due now) or, none remaining, fails. Conditional on the
+        record being as read, so that of two reapers one alone adopts it; returns the status
+        it was given, or None when the record had moved on."""
+        now = time.time()
+        again = job.attempts < job.max_attempts
+        status = JobStatus.RETRYING if again else JobStatus.FAILED
+        with self.db.write() as tx:
+            cursor = tx.execute(
+                "UPDATE jobs SET status = ?, error = ?, run_at = ?, finished_at = ?, node = ?,"
+                " handle = NULL, updated_at = ? WHERE id = ? AND status = ? AND attempts = ? AND node = ?",
+                (
+                    status,
+                    json.dumps(error),
+                    now if again else None,
+                    None if again else now,
+                    owner.node_id(),
+                    now,
+                    job.id,
+                    JobStatus.RUNNING,
+                    job.attempts,
+                    job.node,
+                ),
+            )
+            return status if cursor.rowcount == 1 else None
+
+    def beat(self, node: str, run: str, pid: int, started_at: float) -> None:
+        """Record that run ``run`` of ``node`` (master ``pid``) is alive now."""
+        now = time.time()
+        with self.db.write() as tx:
+            tx.execute(
+                "INSERT INTO nodes (node, run, host, pid, started_at, beat_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (node, run) DO UPDATE SET beat_at = excluded.beat_at",
+                (node, run, owner.host_name(), pid, started_at, now),
+            )
+
+    def last_beat(self, node: str, run: str) -> float | None:
+        rows = self.db.read("SELECT beat_at FROM nodes WHERE node = ? AND run = ?", (node, run))
+        return float(rows[0][0]) if rows else None
+
+    def beats(self) -> dict[tuple[str, str], float]:
+        """Each (node, run)'s last heartbeat."""
+        return {(row[0], row[1]): row[2] for row in self.db.read("SELECT node, run, beat_at FROM nodes")}
+
+    def nodes(self) -> builtins.list[dict[str, Any]]:
+        """The heartbeat rows, newest beat first."""
+        rows = self.db.read(
+            "SELECT node, run, host, pid, started_at, beat_at FROM nodes ORDER BY beat_at DESC"
+        )
+        return [dict(row) for row in rows]
+
+    def prune_nodes(self, before: float) -> int:
+        """Forget the runs that last beat before ``before``, unless theirs is a dead node that
+        still holds unfinished jobs (whose heartbeat says it is dead); returns how many."""
+        with self.db.write() as tx:
+            cursor = tx.execute(
+                "DELETE FROM nodes WHERE beat_at < ? AND (node IN (SELECT node FROM nodes WHERE beat_at >= ?)"
+                f" OR NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.node = nodes.node"
+                f" AND jobs.status IN ({_marks(UNFINISHED)})))",
+                (before, before, *UNFINISHED),
+            )
+            return cursor.rowcount
 
     def record_readiness(self) -> None:
         """Commit a one-row write: raises ``sqlite3.Error`` when the database cannot take one
@@ -437,6 +548,7 @@ def _created(values: dict[str, Any]) -> Job:
         run_at=values["run_at"],
         pid=None,
         owner=None,
+        node=values["node"],
         deadline=None,
         created_at=values["created_at"],
         started_at=None,
@@ -456,6 +568,12 @@ def lost_attempt_error(job: Job, now: float) -> dict[str, Any]:
     if job.deadline is not None and now >= job.deadline:
         return error_record(
             "TimeoutError", f"attempt {job.attempts} ran past its {job.timeout:g} s timeout and was killed"
+        )
+    if holder is not None and holder.node != owner.node_id():
+        return error_record(
+            "WorkerLost",
+            f"attempt {job.attempts}: node {holder.node} stopped beating (no heartbeat for"
+            f" {owner.heartbeat_timeout():g} s) before its process {holder.pid} finished the job",
         )
     if holder is not None and holder.run != owner.current_run():
         return error_record(

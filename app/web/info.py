@@ -1,9 +1,10 @@
-"""The landing page and /api/info: which uWSGI worker answered, and how it is configured."""
+"""The landing page and /api/info: which host, node and uWSGI worker answered, and how it is configured."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 
 from flask import Blueprint, current_app, jsonify, render_template
@@ -31,6 +32,8 @@ def api_info() -> ResponseReturnValue:
     settings = current_app.config["SETTINGS"]
     uwsgi = runtime.uwsgi_module()
     return jsonify(
+        host=socket.gethostname(),
+        node=current_jobs().node,
         pid=os.getpid(),
         worker_id=uwsgi.worker_id() if uwsgi else None,
         processes=settings.processes,

@@ -33,7 +33,8 @@ def metrics() -> ResponseReturnValue:
 @bp.get("/api/stats")
 @operator_only
 def stats() -> ResponseReturnValue:
-    """uWSGI's stats without what is secret, with the spool backlog, mules, job records and totals."""
+    """uWSGI's stats without what is secret, with the spool backlog, mules, job records, the
+    heartbeats of the nodes sharing the job store, and totals."""
     settings = current_app.config["SETTINGS"]
     body: dict[str, Any] = {"uwsgi": None, "mules": {"configured": settings.mules, "alive": None}}
     try:
@@ -55,6 +56,7 @@ def stats() -> ResponseReturnValue:
             body["mules"]["queued"] = body["mules"].get("queued", 0) + count
     body["mules"].setdefault("queued", 0)
     body["jobs"] = jobs
+    body["nodes"] = current_jobs().nodes()
     body["totals"] = process_totals()
     return jsonify(body)
 

@@ -48,4 +48,6 @@ def lost_with_owner(job: Job, gone: str) -> dict[str, Any] | None:
     holder = owner.Owner.parse(job.handle)
     if owner.alive(holder):
         return None
+    if holder is not None and holder.node != owner.node_id():
+        gone = f"node {holder.node} stopped beating (no heartbeat for {owner.heartbeat_timeout():g} s)"
     return error_record("WorkerLost", f"{gone} ({holder or 'an older version'}) before the job started")
