@@ -8,7 +8,8 @@
 # OPERATOR_TOKEN (the jobs API's bearer token; generated if unset and absent), DATABASE_PASSWORD
 # (generated if unset; never printed). Both become Docker secrets when the stack first deploys and
 # stay as they are afterwards: the database volume was initialised with that password.
-# APP_IMAGE (flask-uwsgi-stack-app), SWARM_WAIT (seconds to wait for nginx to answer, 300).
+# APP_IMAGE (flask-uwsgi-stack-app), SWARM_WAIT (seconds to wait for nginx to answer, 300),
+# SWARM_FILES (more Compose files to deploy with, separated by spaces: the tests' task module).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -82,7 +83,9 @@ up() {
     create_secret db_password DATABASE_PASSWORD
     create_secret operator_token OPERATOR_TOKEN
     # The offline images' names come from the environment: docker stack deploy reads no env file.
-    docker stack deploy --prune -c docker-compose.yml -c docker/swarm.yml "$STACK_NAME"
+    local files=(-c docker-compose.yml -c docker/swarm.yml) file
+    for file in ${SWARM_FILES:-}; do files+=(-c "$file"); done
+    docker stack deploy --prune "${files[@]}" "$STACK_NAME"
     wait_for_nginx
 }
 
