@@ -1,44 +1,81 @@
-"""The embedded SQLite database: WAL mode, one connection per thread and process.
+"""The job store's database: SQLite by default, PostgreSQL when DATABASE_URL names one.
 
-Every worker, request thread, spooler and mule writes here at once. WAL lets readers run
-beside the one writer; a busy timeout makes writers queue instead of failing; writes take the
-write lock up front (``BEGIN IMMEDIATE``) so a transaction never has to upgrade a read lock,
-which is what raises "database is locked" despite the busy timeout.
+One store code path for both, through the small interface ``Database``: ``write()`` (a
+transaction), ``read()``, ``migrate()`` and ``checkpoint()``; the SQL is written once, in SQLite's
+flavour with ``?`` placeholders, and ``PostgresDatabase`` translates what differs. Errors of
+either driver are caught as ``DATABASE_ERRORS`` and judged by ``is_busy`` / ``is_transient``.
+
+SQLite (``SqliteDatabase``): every worker, request thread, spooler and mule writes to one file at
+once. WAL lets readers run beside the one writer; a busy timeout makes writers queue instead of
+failing; writes take the write lock up front (``BEGIN IMMEDIATE``) so a transaction never has to
+upgrade a read lock, which is what raises "database is locked" despite the busy timeout.
+
+PostgreSQL (``PostgresDatabase``): one connection per thread and process, as SQLite's, in
+autocommit mode except inside ``write()``; rows locked by ``FOR UPDATE`` where SQLite's write
+lock serialises.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from functools import lru_cache
 from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+import psycopg.conninfo
 
 # Well under HARAKIRI: a request waiting this long for the write lock gets a 503, not a kill.
 BUSY_TIMEOUT_MS = 10_000
 WAL_AUTOCHECKPOINT_PAGES = 256
 WAL_SIZE_LIMIT = 1024 * 1024
+# Seconds to wait for a PostgreSQL connection before the request gets a 503.
+CONNECT_TIMEOUT = 5
+# The key of the advisory lock under which replicas migrate one at a time ("fus-migr").
+MIGRATION_LOCK = 0x6675732D6D696772
+
+# What either driver raises: the rest of the code catches these, never one driver's errors.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
 
 # What an OperationalError's SQLite error code says: another writer holds the lock (try again
 # soon), or the disk is full or failing (try again once it is freed). Anything else is a bug.
 BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 DISK_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
 
+# PostgreSQL's SQLSTATEs that pass: a conflict with another transaction (serialization failure,
+# deadlock, a lock not granted in time: retry soon), and a server that is short of resources,
+# shutting down or unreachable (retry later). Anything else (a bad statement) is a bug.
+PG_BUSY_STATES = frozenset({"40001", "40P01", "55P03"})
+PG_TRANSIENT_CLASSES = ("08", "53", "57P01", "57P02", "57P03", "58030")
 
-def _primary_code(exc: sqlite3.Error) -> int | None:
+
+def _primary_code(exc: BaseException) -> int | None:
     code = getattr(exc, "sqlite_errorcode", None)
     # Extended codes (SQLITE_IOERR_WRITE, SQLITE_BUSY_SNAPSHOT...) carry the primary in the low byte.
     return None if code is None else code & 0xFF
 
 
-def is_busy(exc: sqlite3.Error) -> bool:
+def is_busy(exc: BaseException) -> bool:
     """Whether another writer holds the lock: worth a retry within a second."""
+    if isinstance(exc, psycopg.Error):
+        return exc.sqlstate in PG_BUSY_STATES
     return _primary_code(exc) in BUSY_CODES
 
 
-def is_transient(exc: sqlite3.Error) -> bool:
-    """Whether ``exc`` is a busy database or a full or failing disk, which pass, not a bug."""
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` passes (a busy database, a full or failing disk, a PostgreSQL server out
+    of reach or of resources, or shutting down), rather than a bug."""
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate
+        if state is None:
+            # No answer from the server: the connection failed or broke.
+            return isinstance(exc, psycopg.OperationalError)
+        return state in PG_BUSY_STATES or state.startswith(PG_TRANSIENT_CLASSES)
     return _primary_code(exc) in BUSY_CODES | DISK_CODES
 
 
@@ -47,8 +84,48 @@ def database_files(path: Path) -> tuple[Path, Path, Path]:
     return path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
 
 
-class Database:
+class Row(Protocol):
+    """A row as both drivers return it: ``row[0]``, ``row["name"]`` and ``dict(row)``."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+    def keys(self) -> Any: ...
+
+
+class Transaction(Protocol):
+    def execute(self, sql: str, params: Sequence[object] = ()) -> Any: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> Any: ...
+
+
+class Database(Protocol):
+    """What the job store needs of a database; SQL in SQLite's flavour, ``?`` placeholders."""
+
+    # Appended to a SELECT that reads a row the same transaction then updates.
+    for_update: str
+
+    def write(self) -> AbstractContextManager[Transaction]: ...
+
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[Any]: ...
+
+    def migrate(self) -> int: ...
+
+    def checkpoint(self) -> tuple[int, int, int]: ...
+
+    def describe(self) -> str: ...
+
+
+def open_database(url: str, path: Path, migrations: Sequence[str] = (), password: str = "") -> Database:
+    """PostgreSQL at ``url`` if given (``password`` overriding the URL's), else SQLite at ``path``."""
+    if url:
+        return PostgresDatabase(url, migrations, password=password)
+    return SqliteDatabase(path, migrations)
+
+
+class SqliteDatabase:
     """Connections to one SQLite file, made lazily per thread and never shared across a fork."""
+
+    for_update = ""  # BEGIN IMMEDIATE holds the whole database's write lock already
 
     def __init__(self, path: Path, migrations: Sequence[str] = ()) -> None:
         self.path = path
@@ -114,7 +191,7 @@ class Database:
                 conn.execute("ROLLBACK")
             raise
 
-    def read(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         return self.connection().execute(sql, params).fetchall()
 
     def checkpoint(self) -> tuple[int, int, int]:
@@ -123,16 +200,203 @@ class Database:
         row = self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         return int(row[0]), int(row[1]), int(row[2])
 
+    def describe(self) -> str:
+        return str(self.path)
+
     def wal_path(self) -> Path:
         return database_files(self.path)[1]
 
 
 class _Transaction:
+    """A write transaction's statements on SQLite."""
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
 
-    def executemany(self, sql: str, rows: Sequence[tuple[object, ...]]) -> sqlite3.Cursor:
+    def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> sqlite3.Cursor:
         return self.conn.executemany(sql, rows)
+
+
+# Column types SQLite accepts that PostgreSQL spells otherwise: REAL is float4 there, whose 24 bits
+# lose whole seconds of a time.time(); INTEGER is int4 there, SQLite's is 64-bit.
+PG_TYPES = {"REAL": "DOUBLE PRECISION", "INTEGER": "BIGINT", "BLOB": "BYTEA"}
+_PG_TYPE = re.compile(r"\b(" + "|".join(PG_TYPES) + r")\b")
+
+
+def postgres_ddl(statement: str) -> str:
+    """A migration statement written for SQLite, with its column types as PostgreSQL names them
+    (capitalised type names, whole words only: a column called ``real_time`` stays)."""
+    return _PG_TYPE.sub(lambda match: PG_TYPES[match.group(1)], statement)
+
+
+@lru_cache(maxsize=512)
+def postgres_sql(sql: str) -> str:
+    """``?`` placeholders as psycopg's ``%s`` (and a literal ``%`` doubled); cached, as the
+    store's statements are a few dozen strings."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PgRow:
+    """A PostgreSQL row that reads like ``sqlite3.Row``: by position, by name, and as a dict."""
+
+    __slots__ = ("_names", "_values")
+
+    def __init__(self, names: Mapping[str, int], values: Sequence[Any]) -> None:
+        self._names = names
+        self._values = values
+
+    def __getitem__(self, key: int | str) -> Any:
+        return self._values[self._names[key] if isinstance(key, str) else key]
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __repr__(self) -> str:
+        return f"PgRow({dict(zip(self._names, self._values, strict=True))!r})"
+
+
+def _pg_row(cursor: Any) -> Any:
+    """psycopg's row factory for ``PgRow``."""
+    names = {column.name: index for index, column in enumerate(cursor.description or ())}
+    return lambda values: PgRow(names, values)
+
+
+def conninfo_of(url: str, password: str = "") -> str:
+    """The libpq connection string: ``url``, its password replaced by ``password`` if given,
+    and a connect timeout unless the URL sets one."""
+    extra: dict[str, Any] = {}
+    if password:
+        extra["password"] = password
+    if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(url):
+        extra["connect_timeout"] = CONNECT_TIMEOUT
+    return psycopg.conninfo.make_conninfo(url, **extra)
+
+
+def describe_url(url: str) -> str:
+    """Where a PostgreSQL URL points, as ``host:port/dbname``: never its password."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "PostgreSQL (an unparsable DATABASE_URL)"
+    host = str(params.get("host") or "localhost")
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''}"
+
+
+class PostgresDatabase:
+    """Connections to one PostgreSQL database, made lazily per thread and never shared across
+    a fork; a broken one is replaced on the next use."""
+
+    for_update = " FOR UPDATE"
+
+    def __init__(self, url: str, migrations: Sequence[str] = (), *, password: str = "") -> None:
+        self.url = url
+        self.conninfo = conninfo_of(url, password)
+        self.migrations = migrations
+        self._local = threading.local()
+
+    def describe(self) -> str:
+        return describe_url(self.url)
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new connection, in autocommit mode; raises ``psycopg.OperationalError`` if the
+        server cannot be reached."""
+        conn: psycopg.Connection[Any] = psycopg.connect(self.conninfo, autocommit=True, row_factory=_pg_row)
+        # A write waiting this long for a row another transaction holds gets a 503 (55P03), as
+        # SQLite's busy timeout gives: well under HARAKIRI.
+        conn.execute(f"SET lock_timeout = {BUSY_TIMEOUT_MS}")
+        return conn
+
+    def connection(self) -> psycopg.Connection[Any]:
+        """This thread's connection (a new one after a fork, or once the last one broke)."""
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid() and not conn.closed:
+            return conn
+        self._local.conn = None
+        conn = self.connect()
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def migrate(self) -> int:
+        """Bring the schema to ``len(migrations)`` in one transaction, under an advisory lock so
+        that replicas starting at once run each migration once; the version is the one row of
+        ``schema_version``. Uses a connection of its own, closed at once (safe before a fork)."""
+        migrations = self.migrations
+        with psycopg.connect(self.conninfo, autocommit=True) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version"
+                " (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+            )
+            row = conn.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
+            version = int(row[0]) if row else 0
+            for script in migrations[version:]:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(postgres_ddl(statement))
+            reached = max(version, len(migrations))
+            conn.execute(
+                "INSERT INTO schema_version (id, version) VALUES (1, %s)"
+                " ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+                (reached,),
+            )
+        return reached
+
+    @contextmanager
+    def write(self) -> Iterator[_PgTransaction]:
+        """A transaction: committed when the block ends, rolled back if it raises."""
+        conn = self.connection()
+        try:
+            with conn.transaction():
+                yield _PgTransaction(conn)
+        except psycopg.Error:
+            self._drop_if_broken(conn)
+            raise
+
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        conn = self.connection()
+        try:
+            return conn.execute(postgres_sql(sql), params).fetchall()
+        except psycopg.Error:
+            self._drop_if_broken(conn)
+            raise
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Nothing to do: PostgreSQL manages its own WAL. (0, 0, 0), as SQLite's when not blocked."""
+        return 0, 0, 0
+
+    def _drop_if_broken(self, conn: psycopg.Connection[Any]) -> None:
+        if conn.broken or conn.closed:
+            conn.close()
+            self._local.conn = None
+
+    def close(self) -> None:
+        """Close this thread's connection (the others close with their threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class _PgTransaction:
+    """A write transaction's statements on PostgreSQL."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> psycopg.Cursor[Any]:
+        return self.conn.execute(postgres_sql(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> psycopg.Cursor[Any]:
+        cursor = self.conn.cursor()
+        cursor.executemany(postgres_sql(sql), rows)
+        return cursor

@@ -105,6 +105,22 @@ def _node_name(name: str, raw: str) -> str:
     return value
 
 
+def _database_url(name: str, raw: str) -> str:
+    """Empty (SQLite in DATA_DIR) or a PostgreSQL URL; never echoed back, as it may hold a password."""
+    value = raw.strip()
+    if value and not re.match(r"postgres(ql)?://", value):
+        scheme = value.split("://", 1)[0] if "://" in value else "no scheme"
+        raise SettingsError(
+            f"{name}: expected a postgresql:// URL (or nothing, for SQLite in DATA_DIR), got {scheme!r}"
+        )
+    return value
+
+
+def _password(name: str, raw: str) -> str:
+    """Taken as given: a password's spaces are its own (a file's trailing newline is stripped)."""
+    return raw
+
+
 def _boolean(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -306,7 +322,20 @@ class Settings:
         _integer(3, 3600),
     )
     operator_token: str = declare(
-        "", "Bearer token for the jobs API; empty: only loopback clients may use it", _text
+        "",
+        "Bearer token for the jobs API; empty: only loopback clients may use it (or OPERATOR_TOKEN_FILE)",
+        _text,
+    )
+    database_url: str = declare(
+        "",
+        "The job store on PostgreSQL: postgresql://user@host:port/db; empty: SQLite in DATA_DIR"
+        " (or DATABASE_URL_FILE)",
+        _database_url,
+    )
+    database_password: str = declare(
+        "",
+        "PostgreSQL's password, replacing the one in DATABASE_URL (or DATABASE_PASSWORD_FILE)",
+        _password,
     )
 
     @classmethod
@@ -315,7 +344,7 @@ class Settings:
         env = os.environ if environ is None else environ
         values = {}
         for name, setting in SETTINGS.items():
-            raw = env.get(name)
+            raw = _secret_from_file(env, name) if name in SECRETS else env.get(name)
             if raw is None or raw.strip() == "":
                 raw = setting.raw_default()
             values[name.lower()] = setting.parse(name, raw)
@@ -348,6 +377,25 @@ class Settings:
             return None
         path = Path(self.socket)
         return path if path.is_absolute() else PROJECT_ROOT / path
+
+    @property
+    def database_location(self) -> str:
+        """Where the job store is, for messages: a path, or PostgreSQL's host:port/db (no password)."""
+        if self.database_url:
+            from app.db import describe_url
+
+            return f"PostgreSQL at {describe_url(self.database_url)}"
+        return str(self.database_path)
+
+    def shown_env(self) -> dict[str, str]:
+        """``as_env()`` fit to print: the secrets masked, and the password in DATABASE_URL too."""
+        env = self.as_env()
+        for name in SECRETS:
+            if name == "DATABASE_URL":
+                env[name] = mask_url(env[name])
+            elif env[name]:
+                env[name] = "***"
+        return env
 
     @property
     def database_path(self) -> Path:
@@ -387,6 +435,30 @@ class Settings:
         env["SOCKET"] = str(socket_path) if socket_path else self.socket
         return env
 
+
+def _secret_from_file(env: Mapping[str, str], name: str) -> str | None:
+    """A secret's value from NAME, or read from the file NAME_FILE names (Docker secrets'
+    convention: /run/secrets/x), its trailing newline stripped; both set is an error."""
+    raw = env.get(name)
+    path = env.get(f"{name}_FILE", "").strip()
+    if not path:
+        return raw
+    if raw is not None and raw.strip():
+        raise SettingsError(f"{name} and {name}_FILE are both set: keep one")
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SettingsError(f"{name}_FILE: cannot read {path!r}: {reason}") from None
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password of its user part (user:password@) replaced by ***."""
+    return re.sub(r"^([a-z]+://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+# The settings that may be read from a file (NAME_FILE) and are never printed.
+SECRETS = frozenset({"OPERATOR_TOKEN", "DATABASE_URL", "DATABASE_PASSWORD"})
 
 # Every setting by its variable, in the order of the fields (and of the README's tables).
 SETTINGS: dict[str, Setting] = {f.name.upper(): f.metadata[_DECLARATION] for f in fields(Settings)}

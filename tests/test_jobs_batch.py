@@ -12,6 +12,9 @@ from app.jobs import InvalidJob, JobStatus, current_jobs
 from app.jobs.backends.spooler import BATCH_KEY
 from tests.conftest import Stack, wait_until
 
+# The job-store suite: each test that builds an app runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 def test_enqueue_many_records_every_job_in_order_and_runs_each(app: Flask) -> None:
     with app.app_context():

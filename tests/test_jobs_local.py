@@ -16,6 +16,9 @@ from flask.testing import FlaskClient
 from app.jobs import InvalidJob, JobError, Jobs, JobStatus, PermanentFailure, current_jobs, job
 from tests.conftest import AppFactory, MakeJob, wait_until
 
+# The job-store suite: each test that builds an app runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 def post_job(client: FlaskClient, **body: object):  # type: ignore[no-untyped-def]
     return client.post("/api/jobs", json=body)
@@ -232,6 +235,7 @@ from flask import Flask
 from app.jobs import Jobs
 from app.jobs.registry import registry
 from app.settings import Settings
+
 settings = Settings.from_env({{"DATA_DIR": {str(tmp_path / "d")!r}, "SPOOL_DIR": {str(tmp_path / "s")!r}}})
 Jobs(Flask("bare"), settings, task_modules=["app.jobs.diag"], local_mode="inline")
 print(sorted(task.name for task in registry.all() if not task.name.startswith("diag.")))

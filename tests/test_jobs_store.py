@@ -9,13 +9,16 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from app.db import Database
+from app.db import SqliteDatabase
 from app.jobs import JobError, Jobs
 from app.jobs.backends.spooler import SpoolerBackend
 from app.jobs.maintenance import purge
 from app.jobs.runner import OutcomeNotRecorded
 from app.jobs.schema import MIGRATIONS
 from tests.conftest import MakeJob
+
+# The job-store suite: each test that builds an app runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
 
 
 def test_a_database_made_before_schema_versions_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
@@ -28,7 +31,7 @@ def test_a_database_made_before_schema_versions_is_migrated_and_keeps_its_jobs(t
     )
     old.commit()
     old.close()
-    db = Database(path, MIGRATIONS)
+    db = SqliteDatabase(path, MIGRATIONS)
     assert db.migrate() == len(MIGRATIONS)
     assert db.migrate() == len(MIGRATIONS)  # again: nothing to do
     row = db.read("SELECT handle, owner FROM jobs WHERE id = 'j1'")[0]
@@ -37,7 +40,7 @@ def test_a_database_made_before_schema_versions_is_migrated_and_keeps_its_jobs(t
 
 
 def test_a_failed_commit_leaves_the_connection_usable(tmp_path: Path) -> None:
-    db = Database(tmp_path / "db.sqlite3")
+    db = SqliteDatabase(tmp_path / "db.sqlite3")
     conn = db.connection()
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
@@ -52,7 +55,7 @@ def test_a_failed_commit_leaves_the_connection_usable(tmp_path: Path) -> None:
 
 
 def test_the_wal_is_bounded_and_checkpointed_to_nothing(tmp_path: Path) -> None:
-    db = Database(tmp_path / "db.sqlite3")
+    db = SqliteDatabase(tmp_path / "db.sqlite3")
     conn = db.connection()
     assert conn.execute("PRAGMA journal_size_limit").fetchone()[0] > 0
     conn.execute("CREATE TABLE blobs (data BLOB)")
@@ -163,7 +166,9 @@ def test_an_outcome_the_database_refused_is_recorded_later_not_failed_as_lost(
     assert (done.status, done.attempts, done.error) == ("succeeded", 1, None)
 
 
+@pytest.mark.sqlite_only("PostgreSQL manages its own WAL: its checkpoint() is a no-op")
 def test_the_purge_job_gives_the_wal_back_to_the_disk(app: Flask, jobs: Jobs) -> None:
+    assert isinstance(jobs.db, SqliteDatabase)
     for _ in range(20):
         jobs.enqueue("diag.noop")
     assert jobs.db.wal_path().stat().st_size > 0
@@ -173,6 +178,7 @@ def test_the_purge_job_gives_the_wal_back_to_the_disk(app: Flask, jobs: Jobs) ->
     assert jobs.db.wal_path().stat().st_size == 0
 
 
+@pytest.mark.sqlite_only("reads sqlite_master; migration 3 dropped the table on both")
 def test_the_job_store_keeps_no_page_views_which_are_the_examples(jobs: Jobs) -> None:
     tables = {row[0] for row in jobs.db.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "counters" not in tables and "jobs" in tables

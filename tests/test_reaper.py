@@ -23,6 +23,9 @@ from app.jobs.owner import Owner
 from app.jobs.store import Job, Verdict
 from tests.conftest import MakeJob
 
+# The job-store suite: each test that builds an app runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 def dead_pid() -> int:
     child = subprocess.Popen(["true"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flask import current_app
 
-from app.db import Database
+from app.db import SqliteDatabase
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: a count per page.
@@ -24,7 +24,7 @@ class PageViews:
     """Views per page; safe from any process or thread."""
 
     def __init__(self, path: Path) -> None:
-        self.db = Database(path, MIGRATIONS)
+        self.db = SqliteDatabase(path, MIGRATIONS)
 
     def migrate(self) -> None:
         self.db.migrate()

@@ -6,7 +6,6 @@ import builtins
 import importlib
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from flask import current_app
 
 from app import runtime
-from app.db import Database
+from app.db import DATABASE_ERRORS, Database, open_database
 from app.jobs import owner
 from app.jobs.backends import Backend
 from app.jobs.backends.mule import MuleBackend
@@ -63,7 +62,9 @@ class Jobs:
         the tasks) and pick the backends; in the uWSGI master, install the spooler function,
         the mule handler and the periodic timers, before the fork."""
         self.settings = settings
-        self.db = Database(settings.database_path, MIGRATIONS)
+        self.db: Database = open_database(
+            settings.database_url, settings.database_path, MIGRATIONS, password=settings.database_password
+        )
         self.db.migrate()
         self.store = JobStore(self.db)
         owner.configure(
@@ -174,7 +175,7 @@ class Jobs:
         log.info("job %s %s queued on the %s", job.id, job.task, job.backend, extra={"job_id": job.id})
         try:
             return self.store.get(job.id) or job
-        except sqlite3.Error:
+        except DATABASE_ERRORS:
             return job  # handed over: it exists and will run, whatever the database says now
 
     def enqueue_many(
@@ -290,7 +291,7 @@ class Jobs:
             try:
                 self.store.fail_unstarted(job.id, describe_error(exc))
                 return
-            except sqlite3.Error as error:
+            except DATABASE_ERRORS as error:
                 last = error
         log.error("job %s was not handed over and stays queued in the record: %s", job.id, last)
 
@@ -369,5 +370,5 @@ class Jobs:
         ]
 
     def record_readiness(self) -> None:
-        """Commit a write to the job store; raises ``sqlite3.Error`` when it cannot take one."""
+        """Commit a write to the job store; raises one of ``DATABASE_ERRORS`` when it cannot take one."""
         self.store.record_readiness()

@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import random
-import sqlite3
 import threading
 import time
 import traceback
@@ -14,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from app.db import DATABASE_ERRORS
 from app.jobs.context import RunningJob, _current, logging_job
 from app.jobs.errors import OutcomeNotRecorded, PermanentFailure, UnknownTask
 from app.jobs.metrics import JOB_DURATION, JOB_QUEUE_WAIT, JOB_RETRIES, JOBS_FINISHED
@@ -155,7 +155,7 @@ class Runner:
         next run here and raise ``OutcomeNotRecorded``."""
         try:
             return write()
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
             with self._unrecorded_lock:
                 self._unrecorded[job_id] = write
             raise OutcomeNotRecorded(f"job {job_id}: its outcome is not recorded yet: {exc}") from exc

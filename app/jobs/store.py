@@ -1,4 +1,5 @@
-"""Job records in SQLite: one row per job, moved from state to state in write transactions."""
+"""Job records in the job store (SQLite or PostgreSQL): one row per job, moved from state to state
+in write transactions."""
 
 from __future__ import annotations
 
@@ -274,7 +275,8 @@ class JobStore:
         now = time.time()
         me = owner.here()
         with self.db.write() as tx:
-            row = tx.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            # FOR UPDATE on PostgreSQL: two claims of one job queue here, as SQLite's write lock makes them.
+            row = tx.execute(f"SELECT * FROM jobs WHERE id = ?{self.db.for_update}", (job_id,)).fetchone()
             if row is None:
                 return Claim(None, Verdict.SKIP)
             job = Job.from_row(row)
@@ -508,7 +510,7 @@ class JobStore:
             return cursor.rowcount
 
     def record_readiness(self) -> None:
-        """Commit a one-row write: raises ``sqlite3.Error`` when the database cannot take one
+        """Commit a one-row write: raises one of ``DATABASE_ERRORS`` when the database cannot take one
         (a full disk fails the commit, which must reach the WAL file, not a rolled-back write)."""
         with self.db.write() as tx:
             tx.execute(

@@ -12,7 +12,9 @@ import sys
 from typing import NoReturn
 
 import click
+import psycopg
 
+from app.db import PostgresDatabase
 from app.launcher import fifo, probe, supervise
 from app.launcher.lock import StackRunning, lock_directories
 from app.launcher.master import exec_uwsgi
@@ -26,7 +28,7 @@ from app.settings import Settings, SettingsError
 EXIT_CODES = (
     "Exit status: 0 done; 1 a server died or did not start, or the stack is unhealthy; "
     "2 a bad setting or a busy port; 3 nginx is missing or rejects its configuration; "
-    "4 another stack uses these directories."
+    "4 another stack uses these directories; 5 the database (DATABASE_URL) cannot be reached."
 )
 
 
@@ -57,6 +59,7 @@ def run() -> None:
     nginx = find_nginx()
     if nginx is None:
         refuse(INSTALL_HINT, 3)
+    _check_database(settings)
     keep_fds = _claim(settings, with_nginx=True)
     conf = render_nginx(settings, nginx)
     if not check_nginx_conf(nginx, conf):
@@ -68,14 +71,15 @@ def run() -> None:
 def uwsgi() -> None:
     """Replace this process with the uWSGI master (the container's command)."""
     settings = _settings()
+    _check_database(settings)
     exec_uwsgi(settings, _claim(settings, with_nginx=False))
 
 
 @main.command()
 def check() -> None:
-    """Validate the settings and print them as uWSGI will see them (the token masked)."""
-    for key, value in _settings().as_env().items():
-        click.echo(f"{key}={'***' if key == 'OPERATOR_TOKEN' and value else value}")
+    """Validate the settings and print them as uWSGI will see them (the secrets masked)."""
+    for key, value in _settings().shown_env().items():
+        click.echo(f"{key}={value}")
 
 
 @main.command("nginx-conf")
@@ -116,6 +120,19 @@ def _settings() -> Settings:
         return Settings.from_env()
     except SettingsError as exc:
         refuse(f"configuration error: {exc}", 2)
+
+
+def _check_database(settings: Settings) -> None:
+    """Stop with one line naming PostgreSQL's host:port (never the password) if DATABASE_URL is
+    set and the database does not answer: better than workers that all fail their first query."""
+    if not settings.database_url:
+        return
+    db = PostgresDatabase(settings.database_url, password=settings.database_password)
+    try:
+        db.connect().close()
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split())
+        refuse(f"database error: DATABASE_URL: cannot connect to {db.describe()}: {reason}", 5)
 
 
 def _claim(settings: Settings, with_nginx: bool) -> tuple[int, ...]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from app.monitoring.metrics import MULTIPROC_ENV, metrics_dir
-from app.settings import PROJECT_ROOT, Settings
+from app.settings import PROJECT_ROOT, SECRETS, Settings
 
 
 def uwsgi_command(keep_fds: Sequence[int] = ()) -> list[str]:
@@ -26,8 +26,10 @@ def uwsgi_command(keep_fds: Sequence[int] = ()) -> list[str]:
 def uwsgi_env(settings: Settings) -> dict[str, str]:
     """The environment uwsgi.ini reads; options uWSGI parses before expanding $(NAME)
     ("immediate" ones) are passed as UWSGI_<OPTION> variables instead."""
+    # A secret read from NAME_FILE goes on as NAME, the value read: both set would be refused.
+    inherited = {key: value for key, value in os.environ.items() if key.removesuffix("_FILE") not in SECRETS}
     return {
-        **os.environ,
+        **inherited,
         **settings.as_env(),
         "UWSGI_LISTEN": str(settings.listen_backlog),
         "UWSGI_SPOOLER_PROCESSES": str(settings.spooler_processes),

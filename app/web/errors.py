@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any
 
 from flask import Flask, Request, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from app.db import is_busy, is_transient
+from app.db import DATABASE_ERRORS, is_busy, is_transient
 from app.jobs import InvalidJob, JobConflict, JobError, JobNotFound, QueueFull, UnknownTask
 
 log = logging.getLogger(__name__)
@@ -106,8 +105,7 @@ def register(app: Flask) -> None:
     def job_error(exc: JobError) -> ResponseReturnValue:
         return api_error(as_api_error(exc))
 
-    @app.errorhandler(sqlite3.Error)
-    def database_error(exc: sqlite3.Error) -> ResponseReturnValue:
+    def database_error(exc: Exception) -> ResponseReturnValue:
         # Busy, locked or a full disk pass: 503, try again. Anything else (a missing column,
         # a bad statement) is a bug that retrying cannot fix: 500, logged with its traceback.
         if not is_transient(exc):
@@ -116,6 +114,10 @@ def register(app: Flask) -> None:
         log.error("database unavailable: %s", exc)
         body = error_body("database_unavailable", f"the database cannot take this now ({exc}); try again")
         return jsonify(body), 503, {"Retry-After": "1" if is_busy(exc) else "10"}
+
+    # SQLite's and psycopg's errors share no base class: one handler for each.
+    for error_class in DATABASE_ERRORS:
+        app.register_error_handler(error_class, database_error)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> ResponseReturnValue:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import tempfile
 from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
+from app.db import DATABASE_ERRORS
 from app.jobs import current_jobs
 
 bp = Blueprint("health", __name__)
@@ -43,8 +43,8 @@ def readyz() -> ResponseReturnValue:
         problems["spool_dir"] = f"{settings.spool_dir} is not writable: {exc.strerror}"
     try:
         current_jobs().record_readiness()
-    except sqlite3.Error as exc:
-        problems["database"] = f"{settings.database_path} cannot commit a write: {exc}"
+    except DATABASE_ERRORS as exc:
+        problems["database"] = f"{settings.database_location} cannot commit a write: {exc}"
     if problems:
         return jsonify(status="unavailable", problems=problems), 503, {"Retry-After": "5"}
     return jsonify(status="ready", pid=os.getpid())

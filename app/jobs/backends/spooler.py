@@ -11,13 +11,13 @@ import contextlib
 import logging
 import math
 import os
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from app.db import DATABASE_ERRORS
 from app.jobs import owner
 from app.jobs.errors import JobError, OutcomeNotRecorded
 from app.jobs.runner import Runner
@@ -79,7 +79,7 @@ class SpoolerBackend:
         try:
             # The backend too: a mule job's delay or retry runs here, with the spooler's guarantee.
             self.store.set_handle(job.id, os.fsdecode(path), backend=self.name)
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("job %s is spooled, but its spool file's path was not recorded: %s", job.id, exc)
 
     def submit_batch(self, jobs: Sequence[Job]) -> None:
