@@ -12,7 +12,7 @@ PIP_INSTALL = $(BIN)/pip install --quiet --require-hashes --no-build-isolation
 PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
 	--allow-unsafe --strip-extras --no-emit-find-links $(LOCK_OPTIONS)
 
-.PHONY: run test unit faults screenshot lint typecheck lock offline-images clean
+.PHONY: run test unit faults screenshot lint typecheck lock offline-images swarm-up swarm-down clean
 
 # The locked pip and setuptools go in first, so that the lock's one sdist (uwsgitop) and the
 # project itself are built with them rather than with whatever a build environment would fetch.
@@ -62,6 +62,15 @@ screenshot: $(STAMP)
 ## offline-images: base images and a wheelhouse built from Debian packages and PyPI, no registry
 offline-images: $(STAMP)
 	scripts/offline-images.sh
+
+## swarm-up: the stack on this engine's swarm: STACK_NAME, REPLICAS (3), HTTP_PORT, OPERATOR_TOKEN,
+##           DATABASE_PASSWORD (generated when unset) from the environment (scripts/swarm.sh)
+swarm-up: $(STAMP)
+	scripts/swarm.sh up
+
+## swarm-down: remove the stack (PURGE=1: its database volume and secrets too)
+swarm-down:
+	scripts/swarm.sh down
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -242,7 +242,8 @@ class Settings:
         _port,
         Compose(
             default="9191",
-            meaning="Host port of the stats server, published on 127.0.0.1 only",
+            meaning="Host port of the stats server, published on 127.0.0.1 only "
+            "(with --scale app=N: a range of N ports, 9191-9193)",
             image="9191",
         ),
     )
@@ -477,5 +478,17 @@ COMPOSE_ONLY: dict[str, Compose] = {
     ),
     "PROMETHEUS_RETENTION": Compose(
         default="15d", meaning="How long Prometheus keeps its samples (the `monitoring` profile)"
+    ),
+    "APP_RESOLVER": Compose(
+        default="",
+        meaning="DNS server through which nginx re-resolves the app every 5 s, to follow replicas "
+        "(127.0.0.11: Docker's); empty: resolved once at start",
+    ),
+    "REPLICAS": Compose(default="3", meaning="App replicas under Docker Swarm (`make swarm-up`)"),
+    "STACK_NAME": Compose(
+        default="flask-uwsgi-stack", meaning="The Swarm stack's name, prefix of its secrets (`make swarm-up`)"
+    ),
+    "POSTGRES_IMAGE": Compose(
+        default="postgres:15-bookworm", meaning="The PostgreSQL image (the `postgres` profile, Swarm)"
     ),
 }

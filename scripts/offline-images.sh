@@ -3,6 +3,8 @@
 #   - a Python base image from Debian packages (mmdebstrap, then docker import),
 #   - an nginx image from Debian packages that behaves like the official one (docker/nginx/),
 #   - a Prometheus image from Debian's prometheus package, for the `monitoring` profile,
+#   - a PostgreSQL image from Debian's postgresql package that behaves like the official one
+#     (docker/postgres/), for the `postgres` profile and Docker Swarm,
 #   - docker/wheelhouse/: wheels of the versions in requirements/runtime.txt, for that Python,
 # and writes .env.offline naming them. Packages come from the apt sources this machine uses,
 # read at run time. Each artefact is tagged by a hash of its inputs and skipped when that
@@ -26,6 +28,7 @@ ENV_FILE=.env.offline
 PYTHON_PACKAGES=(python3 python3-venv ca-certificates)
 NGINX_PACKAGES=(nginx gettext-base)
 PROMETHEUS_PACKAGES=(prometheus)
+POSTGRES_PACKAGES=(postgresql)
 # Slim like the official images: no documentation, manuals or translations; merged /usr made by
 # mmdebstrap's hook rather than by the usrmerge package, which would pull in perl.
 MMDEBSTRAP_OPTIONS=(
@@ -40,6 +43,9 @@ MMDEBSTRAP_OPTIONS=(
     --dpkgopt='path-exclude=/usr/share/locale/*'
     --dpkgopt='path-include=/usr/share/locale/locale.alias'
 )
+
+# Extra mmdebstrap options of one image (build_postgres_image sets its own).
+ROOTFS_OPTIONS=()
 
 log() { printf 'offline-images: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -74,20 +80,21 @@ image_exists() {
 
 # rootfs_image NAME CHANGE... -- PACKAGE...: a minimal Debian with the PACKAGEs, imported with the
 # Dockerfile instructions CHANGE as NAME:SUITE-HASH, HASH covering every input. Prints that tag.
+# ROOTFS_OPTIONS, if set, adds mmdebstrap options for this image only.
 rootfs_image() {
-    local name=$1 changes=() packages hash tag
+    local name=$1 changes=() packages hash tag options=("${MMDEBSTRAP_OPTIONS[@]}" "${ROOTFS_OPTIONS[@]}")
     shift
     while [ "$1" != -- ]; do changes+=(--change "$1"); shift; done
     shift
     packages=$(IFS=,; printf '%s' "$*")
-    hash=$( { printf '%s\n' "$SUITE" "$packages" "${changes[@]}" "${MMDEBSTRAP_OPTIONS[@]}"; cat "${SOURCES[@]}"; } | input_hash)
+    hash=$( { printf '%s\n' "$SUITE" "$packages" "${changes[@]}" "${options[@]}"; cat "${SOURCES[@]}"; } | input_hash)
     tag="$REPOSITORY/$name:$SUITE-$hash"
     if image_exists "$tag"; then
         log "up to date: $tag"
     else
         log "building $tag from Debian packages: $packages"
         # shellcheck disable=SC2016 # the hook's $1 (the root directory) is mmdebstrap's to expand
-        if ! mmdebstrap --quiet "${MMDEBSTRAP_OPTIONS[@]}" --include="$packages" \
+        if ! mmdebstrap --quiet "${options[@]}" --include="$packages" \
             --customize-hook='rm -f "$1/etc/hostname" "$1/etc/resolv.conf"' \
             "$SUITE" - "${SOURCES[@]}" 2>"$WORK/mmdebstrap.log" \
             | docker import "${changes[@]}" \
@@ -118,23 +125,51 @@ build_python_image() {
         -- "${PYTHON_PACKAGES[@]}")
 }
 
+# dockerfile_image NAME ROOTFS DIR: DIR's Dockerfile built on ROOTFS as NAME:SUITE-HASH, HASH
+# covering both. Prints that tag.
+dockerfile_image() {
+    local name=$1 rootfs=$2 dir=$3 hash tag
+    hash=$( { printf '%s\n' "$rootfs"; tar -C "$dir" --sort=name --mtime=@0 --owner=0 --group=0 -cf - .; } | input_hash)
+    tag="$REPOSITORY/$name:$SUITE-$hash"
+    if image_exists "$tag"; then
+        log "up to date: $tag"
+    else
+        log "building $tag"
+        if ! docker build --build-arg "BASE_IMAGE=$rootfs" --tag "$tag" "$dir" >"$WORK/build.log" 2>&1; then
+            cat "$WORK/build.log" >&2
+            die "docker build of $tag failed"
+        fi
+        remove_other_tags "$tag"
+    fi
+    printf '%s\n' "$tag"
+}
+
 build_nginx_image() {
-    local rootfs hash
+    local rootfs
     rootfs=$(rootfs_image nginx-debian-rootfs \
         'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         -- "${NGINX_PACKAGES[@]}")
-    hash=$( { printf '%s\n' "$rootfs"; tar -C docker/nginx --sort=name --mtime=@0 --owner=0 --group=0 -cf - .; } | input_hash)
-    NGINX_IMAGE="$REPOSITORY/nginx-debian:$SUITE-$hash"
-    if image_exists "$NGINX_IMAGE"; then
-        log "up to date: $NGINX_IMAGE"
-        return
-    fi
-    log "building $NGINX_IMAGE"
-    if ! docker build --build-arg "BASE_IMAGE=$rootfs" --tag "$NGINX_IMAGE" docker/nginx >"$WORK/build.log" 2>&1; then
-        cat "$WORK/build.log" >&2
-        die "docker build of $NGINX_IMAGE failed"
-    fi
-    remove_other_tags "$NGINX_IMAGE"
+    NGINX_IMAGE=$(dockerfile_image nginx-debian "$rootfs" docker/nginx)
+}
+
+# PostgreSQL as the official image runs it (docker/postgres/). Debian's postinst creates a "main"
+# cluster, unused here: removed. LLVM and its Z3 (over 120 MB) serve only the JIT, which the image
+# turns off, and the locale sources only locale-gen (initdb uses C.UTF-8): left out, to keep it small.
+build_postgres_image() {
+    local rootfs
+    # shellcheck disable=SC2016 # the hook's $1 (the root directory) is mmdebstrap's to expand
+    local ROOTFS_OPTIONS=(
+        '--dpkgopt=path-exclude=/usr/lib/*/libLLVM*'
+        '--dpkgopt=path-exclude=/usr/lib/*/libz3*'
+        '--dpkgopt=path-exclude=/usr/share/i18n/*'
+        '--dpkgopt=path-exclude=/usr/lib/postgresql/*/lib/llvmjit*'
+        '--dpkgopt=path-exclude=/usr/lib/postgresql/*/lib/bitcode/*'
+        '--customize-hook=rm -rf "$1/etc/postgresql/"* "$1/var/lib/postgresql/"*'
+    )
+    rootfs=$(rootfs_image postgres-debian-rootfs \
+        'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        -- "${POSTGRES_PACKAGES[@]}")
+    POSTGRES_IMAGE=$(dockerfile_image postgres-debian "$rootfs" docker/postgres)
 }
 
 # Prometheus as the official image runs it: the `monitoring` profile's command (its entrypoint.sh,
@@ -180,6 +215,7 @@ write_env_file() {
 PYTHON_IMAGE=$PYTHON_IMAGE
 NGINX_IMAGE=$NGINX_IMAGE
 PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE
+POSTGRES_IMAGE=$POSTGRES_IMAGE
 PIP_NO_INDEX=1
 EOF
     log "wrote $ENV_FILE"
@@ -196,6 +232,7 @@ main() {
     build_python_image
     build_nginx_image
     build_prometheus_image
+    build_postgres_image
     build_wheelhouse
     write_env_file
 }

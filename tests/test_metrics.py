@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sqlite3
 import statistics
 import struct
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.settings import PROJECT_ROOT
@@ -283,3 +285,12 @@ def test_the_app_answers_when_started_without_the_launcher_that_made_its_metrics
         [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert answer.stdout.strip() == "200", answer.stderr[-2000:]
+
+
+def test_every_sample_is_labelled_with_the_replica_that_answered(client: FlaskClient) -> None:
+    # Behind one nginx each scrape reaches one replica: its series must stay apart from the others'.
+    answer = client.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    samples = [s for f in text_string_to_metric_families(answer.text) for s in f.samples]
+    assert samples
+    assert {sample.labels.get("replica") for sample in samples} == {socket.gethostname()}

@@ -106,7 +106,10 @@ def test_the_settings_command_prints_the_readme_table_for_copy_paste(form: str) 
 
 
 def compose_file() -> str:
-    return (PROJECT_ROOT / "docker-compose.yml").read_text()
+    """docker-compose.yml, then what Compose reads with it: docker-compose.override.yml, the
+    replicas' and Swarm's override files."""
+    files = ("docker-compose.yml", "docker-compose.override.yml", "docker/replicas.yml", "docker/swarm.yml")
+    return "\n".join((PROJECT_ROOT / name).read_text() for name in files)
 
 
 def test_the_compose_header_is_generated_from_the_declarations() -> None:

@@ -41,12 +41,15 @@ def render_nginx(settings: Settings, nginx: str) -> Path:
         "MEDIA_ROOT": str(settings.media_dir),
         "UPSTREAM_TIMEOUT": str(settings.upstream_timeout),
         "RUN_DIR": str(settings.run_dir),
+        # One uWSGI, resolved once: the native run never follows replicas through a DNS server.
+        "APP_UPSTREAM_CONF": str(conf_dir / "upstream.conf"),
         "MIME_TYPES": str(_mime_types(nginx)),
         # Workers run as the user that owns the uWSGI socket and the private DATA_DIR
         # (only root needs saying so: nginx would otherwise switch to nobody).
         "NGINX_USER": "user root root;" if os.geteuid() == 0 else "",
     }
     templates = PROJECT_ROOT / "nginx"
+    (conf_dir / "upstream.conf").write_text(fill(templates / "upstream-static.conf.template", values))
     (conf_dir / "app.conf").write_text(fill((templates / "templates" / "app.conf.template"), values))
     (conf_dir / "nginx.conf").write_text(fill(templates / "native.conf.template", values))
     return conf_dir / "nginx.conf"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,12 +88,28 @@ def scrape(settings: Settings, store: JobStore) -> bytes:
     """The text exposition of every metric of the stack."""
     registry = CollectorRegistry(auto_describe=False)
     directory = os.environ.get(MULTIPROC_ENV)
+    replica = socket.gethostname()
     if directory:
-        registry.register(_AllProcesses(Path(directory)))
+        registry.register(_Replica(_AllProcesses(Path(directory)), replica))
     else:
-        registry.register(_ThisProcess())
-    registry.register(StackCollector(settings, store))
+        registry.register(_Replica(_ThisProcess(), replica))
+    registry.register(_Replica(StackCollector(settings, store), replica))
     return generate_latest(registry)
+
+
+class _Replica(Collector):
+    """Every sample labelled ``replica`` with this host's name: behind one nginx, each scrape
+    reaches one of several replicas, whose series must not merge into one."""
+
+    def __init__(self, collector: Collector, replica: str) -> None:
+        self.collector = collector
+        self.replica = replica
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.collector.collect():
+            labelled = [s._replace(labels={**s.labels, "replica": self.replica}) for s in family.samples]
+            family.samples = labelled
+            yield family
 
 
 class _AllProcesses(Collector):
