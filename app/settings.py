@@ -337,6 +337,12 @@ class Settings:
         "PostgreSQL's password, replacing the one in DATABASE_URL (or DATABASE_PASSWORD_FILE)",
         _password,
     )
+    database_wait: int = declare(
+        "60",
+        "Seconds the launcher waits for an unreachable PostgreSQL at start (services start in any "
+        "order under an orchestrator); a rejected login stops it at once",
+        _integer(0, 3600),
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -82,6 +82,9 @@ up() {
     build_images
     create_secret db_password DATABASE_PASSWORD
     create_secret operator_token OPERATOR_TOKEN
+    # The secrets reach the app as files only: docker-compose.yml passes these variables through,
+    # and the app refuses NAME and NAME_FILE both set.
+    unset OPERATOR_TOKEN DATABASE_PASSWORD
     # The offline images' names come from the environment: docker stack deploy reads no env file.
     local files=(-c docker-compose.yml -c docker/swarm.yml) file
     for file in ${SWARM_FILES:-}; do files+=(-c "$file"); done

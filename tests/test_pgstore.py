@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +233,7 @@ def test_the_launcher_names_an_unreachable_database_and_not_its_password(tmp_pat
         "SPOOL_DIR": str(tmp_path / "s"),
         "RUN_DIR": str(tmp_path / "r"),
         "DATABASE_URL": f"postgresql://app:hunter2@127.0.0.1:{port}/jobs",
+        "DATABASE_WAIT": "0",
     }
     ran = subprocess.run(
         [sys.executable, "-m", "app.serve", "uwsgi"], cwd=PROJECT_ROOT, env=env,
@@ -268,3 +271,39 @@ def test_the_stack_runs_spooler_jobs_on_postgres_and_answers_503_when_it_is_cut_
 
 def test_sqlite_stays_the_default(app: Flask, jobs: Jobs, database: str) -> None:
     assert isinstance(jobs.db, SqliteDatabase if not database else PostgresDatabase)
+
+
+def launch_against(url: str, tmp_path: Path, wait: int) -> tuple[subprocess.CompletedProcess[str], float]:
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path / "d"),
+        "SPOOL_DIR": str(tmp_path / "s"),
+        "RUN_DIR": str(tmp_path / "r"),
+        "DATABASE_URL": url,
+        "DATABASE_WAIT": str(wait),
+    }
+    started = time.monotonic()
+    ran = subprocess.run(
+        [sys.executable, "-m", "app.serve", "uwsgi"], cwd=PROJECT_ROOT, env=env,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return ran, time.monotonic() - started
+
+
+def test_the_launcher_waits_database_wait_seconds_for_a_database_that_does_not_answer(tmp_path: Path) -> None:
+    ran, took = launch_against(f"postgresql://app@127.0.0.1:{free_port()}/jobs", tmp_path, wait=3)
+    assert ran.returncode == 5
+    lines = ran.stderr.strip().splitlines()
+    assert lines[0].startswith("waiting up to 3 s for the database at 127.0.0.1:"), lines
+    assert lines[-1].startswith("database error: DATABASE_URL: cannot connect to"), lines
+    assert took >= 3
+
+
+def test_the_launcher_refuses_a_rejected_login_at_once(postgres_url: str, tmp_path: Path) -> None:
+    wrong = re.sub(r"://([^:@/]+)(:[^@/]*)?@", r"://\1:not-the-password@", postgres_url)
+    ran, took = launch_against(wrong, tmp_path, wait=30)
+    assert ran.returncode == 5
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1 and "password authentication failed" in lines[0], lines
+    assert "not-the-password" not in ran.stderr
+    assert took < 30

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import NoReturn
 
 import click
@@ -124,15 +125,32 @@ def _settings() -> Settings:
 
 def _check_database(settings: Settings) -> None:
     """Stop with one line naming PostgreSQL's host:port (never the password) if DATABASE_URL is
-    set and the database does not answer: better than workers that all fail their first query."""
+    set and the database does not answer within DATABASE_WAIT seconds, or refuses the login:
+    better than workers that all fail their first query."""
     if not settings.database_url:
         return
     db = PostgresDatabase(settings.database_url, password=settings.database_password)
-    try:
-        db.connect().close()
-    except psycopg.Error as exc:
-        reason = " ".join(str(exc).split())
-        refuse(f"database error: DATABASE_URL: cannot connect to {db.describe()}: {reason}", 5)
+    deadline = time.monotonic() + settings.database_wait
+    waiting = False
+    while True:
+        try:
+            db.connect().close()
+            return
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split())
+            # The server answered (a bad password, an unknown database: libpq's "FATAL:" lines,
+            # which carry no SQLSTATE at connect): waiting will not change that. No answer
+            # (refused, unresolved, timed out) may change once the database has started.
+            answered = exc.sqlstate is not None or "FATAL:" in reason
+            if answered or time.monotonic() >= deadline:
+                refuse(f"database error: DATABASE_URL: cannot connect to {db.describe()}: {reason}", 5)
+            if not waiting:
+                click.echo(
+                    f"waiting up to {settings.database_wait} s for the database at {db.describe()}: {reason}",
+                    err=True,
+                )
+                waiting = True
+            time.sleep(1)
 
 
 def _claim(settings: Settings, with_nginx: bool) -> tuple[int, ...]:
