@@ -1,12 +1,12 @@
 """Recycle a worker whose memory grew past RELOAD_ON_RSS, looked at every ``CHECK_EVERY`` requests.
 
 uWSGI's own ``reload-on-rss`` reads ``/proc/self/stat`` after every request: 29 us of the
-worker's 175 us per ``GET /api/info`` (CPU time per request, bench/cpu_http in notes/README-perf.md),
-the dearest option of uwsgi.ini. This reads ``/proc/self/statm`` every 64th request instead and,
-above the limit, recycles the worker as uWSGI would: SIGHUP to the request's own thread makes
-uWSGI finish the request, end the worker and fork a fresh one (its graceful ``gracefully_kill``,
-as in a reload). Like uWSGI, it leaves alone a worker younger than ``min-worker-lifetime``
-(60 s unless set), so that a limit below a fresh worker's size recycles once a minute, not in a loop.
+worker's 175 us of CPU per ``GET /api/info`` (notes/README-perf.md), the dearest option of
+uwsgi.ini. This reads ``/proc/self/statm`` every 64th request instead and, above the limit,
+recycles the worker as uWSGI would: SIGHUP to the request's own thread makes uWSGI finish the
+request, end the worker and fork a fresh one (its ``gracefully_kill``, as in a reload). Like
+uWSGI, it leaves alone a worker younger than ``min-worker-lifetime`` (60 s unless set), so that
+a limit below a fresh worker's size recycles once a minute, not in a loop.
 """
 
 from __future__ import annotations
