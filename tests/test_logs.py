@@ -47,6 +47,9 @@ def test_one_request_id_follows_a_click_from_nginx_to_the_jobs_it_caused(
     assert job["request_id"] == trace
     stack.wait_for_job(job["id"], ("succeeded",))
     wait_until(lambda: "succeeded on attempt 2" in stack.logs(), timeout=10, what="the job's last log line")
+    # nginx writes its access log in 64 KB buffers, flushed at least every second.
+    access_line = f'"request_id":"{trace}","remote_addr"'
+    wait_until(lambda: access_line in stack.logs(), timeout=5, what="nginx's access line")
 
     objects, _ = json_lines(stack.logs())
     traced = [line for line in objects if line.get("request_id") == trace]

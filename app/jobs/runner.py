@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from app.jobs.store import Claim, Verdict
 
 if TYPE_CHECKING:
     from flask import Flask
+    from prometheus_client import Counter, Histogram
 
     from app.jobs.backends import Backend
     from app.jobs.store import Job, JobStore
@@ -60,12 +62,29 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     return delay / 2 + random.uniform(0, delay / 2)
 
 
+# The metrics' children by label values, looked up once: prometheus's ``labels()`` validates
+# and locks on every call, several times per job.
+@functools.lru_cache(maxsize=4096)
+def _queue_wait(task: str, backend: str) -> Histogram:
+    return JOB_QUEUE_WAIT.labels(task, backend)
+
+
+@functools.lru_cache(maxsize=4096)
+def _duration(task: str, backend: str) -> Histogram:
+    return JOB_DURATION.labels(task, backend)
+
+
+@functools.lru_cache(maxsize=4096)
+def _finished(task: str, backend: str, status: str) -> Counter:
+    return JOBS_FINISHED.labels(task, backend, status)
+
+
 def observe_queue_wait(job: Job) -> None:
     """Record how long the claimed ``job`` waited since it was due: enqueued, or its delay or
     retry time (``run_at``) passed."""
     if job.started_at is not None:
         due = max(job.created_at, job.run_at or job.created_at)
-        JOB_QUEUE_WAIT.labels(job.task, job.backend).observe(max(0.0, job.started_at - due))
+        _queue_wait(job.task, job.backend).observe(max(0.0, job.started_at - due))
 
 
 def is_final(task: Task, exc: BaseException) -> bool:
@@ -118,7 +137,7 @@ class Runner:
         if claim.verdict is not Verdict.RUN or job is None:
             if claim.verdict is Verdict.LOST and job is not None and claim.error is not None:
                 log.warning("job %s %s failed: %s", job.id, job.task, claim.error["message"])
-                JOBS_FINISHED.labels(job.task, job.backend, JobStatus.FAILED).inc()
+                _finished(job.task, job.backend, JobStatus.FAILED).inc()
                 return Outcome(job, claim.verdict, JobStatus.FAILED)
             return Outcome(job, claim.verdict)
         try:
@@ -144,7 +163,7 @@ class Runner:
                 return self._record(job.id, lambda: self._fail(job, error))
             return self._record(job.id, lambda: self._failed_attempt(job, task, error))
         finally:
-            JOB_DURATION.labels(job.task, job.backend).observe(time.monotonic() - started)
+            _duration(job.task, job.backend).observe(time.monotonic() - started)
             if timeout_guard is not None and job.timeout:
                 timeout_guard(0)
             _current.reset(token)
@@ -162,14 +181,14 @@ class Runner:
 
     def _succeed(self, job: Job, result_json: str) -> Outcome:
         self.store.succeed(job, result_json)
-        JOBS_FINISHED.labels(job.task, job.backend, JobStatus.SUCCEEDED).inc()
+        _finished(job.task, job.backend, JobStatus.SUCCEEDED).inc()
         log.info("job %s %s succeeded on attempt %d", job.id, job.task, job.attempts)
         return Outcome(job, Verdict.RUN, JobStatus.SUCCEEDED)
 
     def _fail(self, job: Job, error: dict[str, Any]) -> Outcome:
         """Fail the job at once: its failure is final, whatever attempts remain."""
         self.store.fail_attempt(job, error, retry_at=None)
-        JOBS_FINISHED.labels(job.task, job.backend, JobStatus.FAILED).inc()
+        _finished(job.task, job.backend, JobStatus.FAILED).inc()
         log.warning("job %s %s failed for good: %s", job.id, job.task, error["message"])
         return Outcome(job, Verdict.RUN, JobStatus.FAILED)
 
@@ -187,7 +206,7 @@ class Runner:
             )
             return Outcome(job, Verdict.RUN, JobStatus.RETRYING, retry_at)
         self.store.fail_attempt(job, error, retry_at=None)
-        JOBS_FINISHED.labels(job.task, job.backend, JobStatus.FAILED).inc()
+        _finished(job.task, job.backend, JobStatus.FAILED).inc()
         log.warning(
             "job %s %s failed after %d attempts: %s", job.id, job.task, job.attempts, error["message"]
         )

@@ -1,20 +1,52 @@
-"""HTTP requests counted by route and status, timed, in the process that answered them."""
+"""HTTP requests counted by route and status, timed, in the process that answered them; and,
+under uWSGI, the worker's memory looked at every few requests (``recycle``)."""
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, request
 
+from app import runtime
 from app.monitoring.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from app.monitoring.recycle import RssGuard
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Histogram
 
 # Requests that matched no route (404s, probes of random paths) share one label: the raw path
 # would make a new series per path a client invents.
 UNMATCHED = "<unmatched>"
 
 
+class _Children:
+    """The labelled children of the HTTP metrics, looked up once per label set: prometheus's
+    ``labels()`` validates and locks on every call, a dict lookup does not."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], Counter] = {}
+        self.latencies: dict[str, Histogram] = {}
+
+    def count(self, endpoint: str, method: str, status: int) -> Counter:
+        key = (endpoint, method, status)
+        child = self.counts.get(key)
+        if child is None:
+            child = self.counts[key] = HTTP_REQUESTS.labels(endpoint, method, str(status))
+        return child
+
+    def latency(self, endpoint: str) -> Histogram:
+        child = self.latencies.get(endpoint)
+        if child is None:
+            child = self.latencies[endpoint] = HTTP_LATENCY.labels(endpoint)
+        return child
+
+
 def init_app(app: Flask) -> None:
     """Time every request and count its answer."""
+    children = _Children()
+    uwsgi = runtime.uwsgi_module()
+    guard = RssGuard(app.config["SETTINGS"].reload_on_rss, uwsgi) if uwsgi is not None else None
 
     @app.before_request
     def start_timer() -> None:
@@ -22,9 +54,12 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def count(response: Response) -> Response:
-        endpoint = request.url_rule.rule if request.url_rule is not None else UNMATCHED
-        HTTP_REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        rule = request.url_rule
+        endpoint = rule.rule if rule is not None else UNMATCHED
+        children.count(endpoint, request.method, response.status_code).inc()
         started = g.get("request_started")
         if started is not None:
-            HTTP_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+            children.latency(endpoint).observe(time.perf_counter() - started)
+        if guard is not None:
+            guard.request_done()
         return response

@@ -40,9 +40,14 @@ class RequestContext(logging.Filter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time (UTC), level, logger, pid, message, extras, traceback."""
 
+    # One encoder for every line (json.dumps with options builds a new one per call), and the
+    # time's text up to the second kept for the next lines of that second.
+    _encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
+    _second: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "pid": record.process,
@@ -51,7 +56,15 @@ class JsonFormatter(logging.Formatter):
         line.update({k: v for k, v in vars(record).items() if k not in STANDARD_FIELDS})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, separators=(",", ":"))
+        return self._encode(line)
+
+    def _time(self, created: float) -> str:
+        """``created`` as ISO 8601 in UTC to the millisecond, e.g. 2026-11-24T10:48:46.123+00:00."""
+        micros = round(created * 1e6)  # as datetime rounds it
+        second = micros // 1_000_000
+        if self._second[0] != second:
+            self._second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        return f"{self._second[1]}.{micros // 1000 % 1000:03d}+00:00"
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -61,9 +61,21 @@ def reset_metrics_dir(run_dir: Path) -> Path:
     return path
 
 
+_slot: tuple[int, str] = (0, "")
+
+
 def process_slot() -> str:
     """The name of this process's metrics files: its worker or mule slot, which a respawned
-    process takes over (one uWSGI never runs two processes in a slot), else its pid."""
+    process takes over (one uWSGI never runs two processes in a slot), else its pid.
+    prometheus_client asks before every write of a value: the answer is kept per pid."""
+    global _slot
+    pid = os.getpid()
+    if _slot[0] != pid:
+        _slot = (pid, _find_slot())
+    return _slot[1]
+
+
+def _find_slot() -> str:
     uwsgi = runtime.uwsgi_module()
     if uwsgi is not None and uwsgi.worker_id() > 0:
         return f"worker{uwsgi.worker_id()}"
@@ -74,7 +86,7 @@ def process_slot() -> str:
 
 def use_multiprocess_files() -> None:
     """Make each worker and mule keep one set of metrics files, continued by the process that
-    replaces it (max-requests, reload-on-rss, harakiri, a reload), instead of a new set per pid:
+    replaces it (max-requests, RELOAD_ON_RSS, harakiri, a reload), instead of a new set per pid:
     every scrape reads every file, and a day of recycled workers would leave thousands. The
     directory is created if missing (never emptied: that is the launcher's, at start): uWSGI
     started without the launcher would otherwise fail every request on its first counter."""

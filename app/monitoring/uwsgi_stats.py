@@ -27,7 +27,25 @@ def read_stats(host: str, port: int) -> dict[str, Any]:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     stats: dict[str, Any] = json.loads(b"".join(chunks))
+    for worker in stats.get("workers", []):
+        if not worker.get("rss") and worker.get("pid"):
+            worker["rss"], worker["vsz"] = process_memory(int(worker["pid"]))
     return stats
+
+
+def process_memory(pid: int) -> tuple[int, int]:
+    """A process's resident and virtual memory in bytes, from /proc (0, 0 if it is gone).
+
+    uWSGI reads a worker's only for reload-on-rss (after every request: 29 us of 175 us) or
+    its memory collector (a thread in every worker, which makes each request 36 us dearer): the
+    app reads them here when asked instead (app/monitoring/recycle.py does the recycling)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            size, resident = statm.read().split()[:2]
+    except (OSError, ValueError):
+        return 0, 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    return int(resident) * page, int(size) * page
 
 
 def mule_pids(stats: dict[str, Any]) -> list[int]:

@@ -70,6 +70,8 @@ def nests_deeper_than(value: object, limit: int) -> bool:
     """Whether ``value`` nests lists and objects more than ``limit`` levels deep (no recursion)."""
     level = [value] if isinstance(value, (dict, list)) else []
     for _ in range(limit):
+        if not level:
+            return False  # shallower than the limit: no need to go on counting levels
         level = [
             child
             for container in level

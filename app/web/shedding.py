@@ -42,14 +42,18 @@ def upstream_closed() -> bool:
     if uwsgi is None:
         return False
     try:
-        fd = uwsgi.connection_fd()
-        # A duplicate of the fd: closing it leaves uWSGI's connection alone.
-        with socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        # uWSGI's own fd, wrapped without a dup() and let go (detach) rather than closed.
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, uwsgi.connection_fd())
+    except OSError:
+        return False
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False  # open, and no body bytes pending
     except OSError as exc:
         return exc.errno in (errno.ECONNRESET, errno.ENOTCONN, errno.EPIPE)
+    finally:
+        conn.detach()
 
 
 class QueueShedding:
