@@ -293,6 +293,12 @@ class Settings:
         "var/run", "Sockets, pid files, the master FIFO", _directory, fixed_by_image("/run/app")
     )
     spooler_processes: int = declare("2", "Spooler processes", _integer(1, 64))
+    spooler_nice: int = declare(
+        "19",
+        "CPU priority of the spoolers (19: requests first, uWSGI's own; below 19 needs root, "
+        "CAP_SYS_NICE or a nice rlimit, else it stays 19 with a log line)",
+        _integer(0, 19),
+    )
     mules: int = declare("1", "Mule processes for in-memory jobs", _integer(0, 64))
     jobs_local_mode: str = declare(
         "threads",

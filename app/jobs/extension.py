@@ -80,7 +80,9 @@ class Jobs:
         self.uwsgi: Any = runtime.uwsgi_module()
         self.backends: dict[str, Backend] = {}
         if self.uwsgi is not None:
-            self.spooler = SpoolerBackend(self.uwsgi, settings.spool_dir, self.store)
+            self.spooler = SpoolerBackend(
+                self.uwsgi, settings.spool_dir, self.store, nice=settings.spooler_nice
+            )
             self.backends["spooler"] = self.spooler
             self.backends["thread"] = ThreadBackend(self.runner, later=self.spooler)
             if settings.mules > 0:
