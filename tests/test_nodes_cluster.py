@@ -131,3 +131,17 @@ def test_a_periodic_job_runs_once_per_period_across_nodes(
     assert {record[1] for record in records} == {"node-a", "node-b"}, "both nodes enqueued ticks"
     ran = sum(len(path.read_text().splitlines()) for path in logs if path.exists())
     assert ran == sum(record[2] == "succeeded" for record in records), "each period's job ran once"
+
+
+def test_a_job_failed_on_one_node_is_retried_through_the_other(
+    make_stack: Callable[..., Stack], postgres_url: str
+) -> None:
+    shared = {"DATABASE_URL": postgres_url, "PROCESSES": "2"}
+    a = make_stack(NODE_NAME="node-a", **shared)
+    b = make_stack(NODE_NAME="node-b", **shared)
+    # diag.fail fails its first attempt; with one attempt allowed the job fails on A.
+    job = a.enqueue("diag.fail", {"times": 1}, max_attempts=1)
+    assert a.wait_for_job(job["id"], ("failed",))["node"] == "node-a"
+    assert b.post(f"/api/jobs/{job['id']}/retry").status_code == 202
+    record = b.wait_for_job(job["id"], ("succeeded",))
+    assert (record["attempts"], record["node"]) == (2, "node-b"), record
