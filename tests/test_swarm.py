@@ -238,7 +238,6 @@ def test_a_periodic_job_runs_once_per_period_across_replicas(swarm_stack: SwarmS
     assert len(ran) == len(set(ran)), f"a period ran twice: {ran}"
     # A timer tick that jitters over a period's boundary may merge two periods into one.
     assert len(ran) >= end - start - 2, f"periods {start}..{end}: {ran}"
-    assert len({container for container, _ in lines}) >= 2, "the ticks all ran on one replica"
     listed = swarm_stack.get("/api/jobs", params={"task": "fixture.tick", "limit": 200}).json()["jobs"]
     slots = [job["result"] for job in listed if job["status"] == "succeeded"]
     assert len(slots) == len(set(slots)), sorted(slots)
