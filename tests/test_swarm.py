@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -276,7 +276,7 @@ def test_a_job_enqueued_through_one_replica_is_seen_and_retried_through_the_othe
     wait_until(lambda: job_state(swarm_stack, job_id) == ("succeeded", 2), 30, "the retried job to succeed")
 
 
-def test_a_rolling_update_loses_no_request(swarm_stack: SwarmStack) -> None:
+def test_a_rolling_update_loses_no_request(swarm_stack: SwarmStack, figure: Callable[[str], None]) -> None:
     outcomes: Counter[str] = Counter()
     hosts: set[str] = set()
     done = threading.Event()
@@ -303,8 +303,9 @@ def test_a_rolling_update_loses_no_request(swarm_stack: SwarmStack) -> None:
         done.set()
         for client in clients:
             client.join(60)
-    print(
-        f"rolling update: {sum(outcomes.values())} requests in {time.monotonic() - started:.1f} s: {outcomes}"
+    figure(
+        f"swarm rolling update: {sum(outcomes.values())} requests"
+        f" in {time.monotonic() - started:.1f} s: {dict(outcomes)}"
     )
     assert outcomes["200"] > 0 and set(outcomes) == {"200"}, outcomes
     assert not old & set(swarm_stack.app_containers()), "a replica was not replaced"
@@ -312,7 +313,9 @@ def test_a_rolling_update_loses_no_request(swarm_stack: SwarmStack) -> None:
 
 
 @pytest.mark.faults
-def test_killing_a_replica_loses_none_of_its_queued_and_running_jobs(swarm_stack: SwarmStack) -> None:
+def test_killing_a_replica_loses_none_of_its_queued_and_running_jobs(
+    swarm_stack: SwarmStack, figure: Callable[[str], None]
+) -> None:
     """22 jobs spread over the replicas, 2 running in each; one replica's container is killed.
     A live replica's reaper adopts its jobs once its heartbeat is NODE_TIMEOUT (6 s) old: the
     waiting ones run there, the running ones run again, their first attempt recorded as lost."""
@@ -361,7 +364,10 @@ def test_killing_a_replica_loses_none_of_its_queued_and_running_jobs(swarm_stack
     took = time.monotonic() - killed_at
     by_id = {job["id"]: job for job in final}
     outcome = Counter((job["status"], job["attempts"]) for job in final)
-    print(f"killed {victim}: {len(running[victim])} running, {len(waiting)} queued; {took:.0f} s: {outcome}")
+    figure(
+        f"swarm replica {victim} killed with {len(running[victim])} running, {len(waiting)} queued"
+        f" of its jobs: all finished {took:.0f} s later, (status, attempts): {dict(outcome)}"
+    )
     assert {job["status"] for job in final} == {"succeeded"}, final
     for job_id in running[victim]:
         job = by_id[job_id]
