@@ -493,7 +493,7 @@ COMPOSE_ONLY: dict[str, Compose] = {
     ),
     "APP_RESOLVER": Compose(
         default="",
-        meaning="DNS server through which nginx re-resolves the app every 5 s, to follow replicas "
+        meaning="DNS server through which nginx re-resolves the app every second, to follow replicas "
         "(127.0.0.11: Docker's); empty: resolved once at start",
     ),
     "REPLICAS": Compose(default="3", meaning="App replicas under Docker Swarm (`make swarm-up`)"),
