@@ -122,13 +122,18 @@ def test_a_periodic_job_runs_once_per_period_across_nodes(
         return [(str(key), str(node), str(status), float(created)) for key, node, status, created in rows]
 
     wait_until(lambda: len(ticks()) >= 10, timeout=40, what="ten periods of fixture.tick")
-    for stack in stacks:
-        stack.stop()
+    # Whichever node's timer fires first in a period enqueues its job; with A gone, B's alone do.
+    stacks[0].stop()
+    wait_until(
+        lambda: sum(record[1] == "node-b" for record in ticks()) >= 3,
+        timeout=30,
+        what="node B to enqueue periods of its own once node A stopped",
+    )
+    stacks[1].stop()
     records = ticks()
     created = sorted(record[3] for record in records)
     span = math.ceil(created[-1] - created[0]) + 1
     assert len(records) <= span + 1, f"{len(records)} jobs in {span} periods: more than one per period"
-    assert {record[1] for record in records} == {"node-a", "node-b"}, "both nodes enqueued ticks"
     ran = sum(len(path.read_text().splitlines()) for path in logs if path.exists())
     assert ran == sum(record[2] == "succeeded" for record in records), "each period's job ran once"
 
