@@ -4,7 +4,8 @@ A pid alone says nothing across restarts: a restarted container gives its proces
 small pids, so "process 7 is alive" may be a new process, not the one that took the job. The
 run (the master's pid and start time) changes with every start and reload of the master, so a
 job whose owner's run is not the current one was held by a process that is gone. The node
-(NODE_NAME, default the host name) scopes pids to a machine: only that node can check them.
+(NODE_NAME; by default the name kept in SPOOL_DIR, the host name of its first start) scopes
+pids to a machine: only that node can check them.
 Nodes sharing a store judge each other by heartbeats instead (``app.jobs.heartbeat``): an
 owner on another node is alive while its run beats, and gone once the beat is NODE_TIMEOUT old
 or was never seen (a previous identity of this machine, such as a recreated container).
