@@ -22,6 +22,10 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.jobs import Jobs, current_jobs
+from app.jobs.backends import Backend
+from app.jobs.backends.mule import MuleBackend
+from app.jobs.backends.spooler import SpoolerBackend
+from app.jobs.backends.thread import ThreadBackend
 from app.jobs.store import Job
 from app.settings import PROJECT_ROOT, Settings
 from tests.postgres import PostgresServer, find_bindir
@@ -179,6 +183,19 @@ def jobs(app: Flask) -> Jobs:
     """The app's job layer."""
     with app.app_context():
         return current_jobs()
+
+
+def use_real_backends(jobs: Jobs, uwsgi: Any, spool_dir: Path) -> Jobs:
+    """Give ``jobs`` the real backends' judgement (lost, cancel, adoption), with a spooler that
+    hands files to ``uwsgi`` (a stand-in, or None) in ``spool_dir``: the test app runs jobs inline."""
+    spooler = SpoolerBackend(uwsgi, spool_dir, jobs.store)
+    backends: dict[str, Backend] = {
+        "spooler": spooler,
+        "thread": ThreadBackend(jobs.runner, later=spooler),
+        "mule": MuleBackend(None, spooler),  # type: ignore[arg-type]
+    }
+    jobs.backends = backends
+    return jobs
 
 
 @pytest.fixture

@@ -16,16 +16,12 @@ from flask import Flask
 
 from app.jobs import Jobs
 from app.jobs import owner as owners
-from app.jobs.backends import Backend
-from app.jobs.backends.mule import MuleBackend
-from app.jobs.backends.spooler import SpoolerBackend
-from app.jobs.backends.thread import ThreadBackend
 from app.jobs.heartbeat import Heartbeat
 from app.jobs.maintenance import reap
 from app.jobs.owner import Owner
 from app.jobs.periodic import Schedule
 from app.jobs.store import Job, Verdict
-from tests.conftest import AppFactory, MakeJob, wait_until
+from tests.conftest import AppFactory, MakeJob, use_real_backends, wait_until
 
 pytestmark = pytest.mark.both_databases
 
@@ -72,14 +68,7 @@ def uwsgi(tmp_path: Path) -> FakeUwsgi:
 @pytest.fixture
 def jobs(jobs: Jobs, uwsgi: FakeUwsgi, tmp_path: Path) -> Jobs:
     """The app's job layer with the real backends' judgement and a spooler writing files here."""
-    spooler = SpoolerBackend(uwsgi, tmp_path, jobs.store)  # type: ignore[arg-type]
-    backends: dict[str, Backend] = {
-        "spooler": spooler,
-        "thread": ThreadBackend(jobs.runner, later=spooler),
-        "mule": MuleBackend(None, spooler),  # type: ignore[arg-type]
-    }
-    jobs.backends = backends
-    return jobs
+    return use_real_backends(jobs, uwsgi, tmp_path)
 
 
 def beat(jobs: Jobs, node: str, run: str = "1.1700000000", age: float = 0.0) -> None:

@@ -15,13 +15,9 @@ from flask import Flask
 
 from app.jobs import Jobs
 from app.jobs import owner as owners
-from app.jobs.backends import Backend
-from app.jobs.backends.mule import MuleBackend
-from app.jobs.backends.spooler import SpoolerBackend
-from app.jobs.backends.thread import ThreadBackend
 from app.jobs.owner import Owner
 from app.jobs.store import Job, Verdict
-from tests.conftest import MakeJob
+from tests.conftest import MakeJob, use_real_backends
 
 # The job-store suite: each test that builds an app runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.both_databases
@@ -41,14 +37,7 @@ def previous_run(pid: int | None = None) -> Owner:
 @pytest.fixture
 def jobs(jobs: Jobs, tmp_path: Path) -> Jobs:
     """The app's job layer with the real backends' judgement (the test app runs jobs inline)."""
-    spooler = SpoolerBackend(None, tmp_path, jobs.store)  # type: ignore[arg-type]
-    backends: dict[str, Backend] = {
-        "spooler": spooler,
-        "thread": ThreadBackend(jobs.runner, later=spooler),
-        "mule": MuleBackend(None, spooler),  # type: ignore[arg-type]
-    }
-    jobs.backends = backends
-    return jobs
+    return use_real_backends(jobs, None, tmp_path)
 
 
 def running(jobs: Jobs, job: Job, holder: Owner) -> Job:
