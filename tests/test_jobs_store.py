@@ -4,17 +4,20 @@ survive a failed COMMIT, and database errors answered by what they mean."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 from flask import Flask
 
+from app import db as db_module
 from app.db import SqliteDatabase
 from app.jobs import JobError, Jobs
 from app.jobs.backends.spooler import SpoolerBackend
 from app.jobs.maintenance import purge
 from app.jobs.runner import OutcomeNotRecorded
 from app.jobs.schema import MIGRATIONS
+from app.jobs.store import new_job_id
 from tests.conftest import MakeJob
 
 # The job-store suite: each test that builds an app runs on SQLite and on PostgreSQL.
@@ -52,6 +55,62 @@ def test_a_failed_commit_leaves_the_connection_usable(tmp_path: Path) -> None:
     with db.write() as tx:
         tx.execute("INSERT INTO parent VALUES (7)")
     assert db.read("SELECT count(*) FROM parent")[0][0] == 1
+
+
+def test_a_writer_waits_for_the_lock_in_steps_far_below_sqlites_first_millisecond(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another connection holds the write lock, a writer retries after sleeps starting at
+    50 us and never above 0.5 ms (SQLite's own busy handler sleeps 1, 2, 5, 10... ms, far
+    longer than a job's write holds the lock); a reader never waits for it (WAL)."""
+    db = SqliteDatabase(tmp_path / "db.sqlite3")
+    with db.write() as tx:
+        tx.execute("CREATE TABLE t (x INTEGER)")
+    holder = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 8:
+            holder.execute("COMMIT")  # the holder is done after the writer's 8th pause
+
+    monkeypatch.setattr(db_module.time, "sleep", sleep)
+    try:
+        assert db.read("SELECT count(*) FROM t")[0][0] == 0
+        with db.write() as tx:
+            tx.execute("INSERT INTO t VALUES (1)")
+    finally:
+        holder.close()
+    assert len(pauses) == 8
+    assert pauses[0] <= 0.0001 and max(pauses) <= 0.0005, pauses
+    assert db.read("SELECT count(*) FROM t")[0][0] == 1
+
+
+def test_a_writer_gives_up_with_the_busy_error_after_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_module, "BUSY_TIMEOUT_MS", 50)
+    db = SqliteDatabase(tmp_path / "db.sqlite3")
+    with db.write() as tx:
+        tx.execute("CREATE TABLE t (x INTEGER)")
+    holder = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError) as raised, db.write() as tx:
+            tx.execute("INSERT INTO t VALUES (1)")
+        assert db_module.is_busy(raised.value)
+        assert 0.05 <= time.monotonic() - started < 1
+    finally:
+        holder.close()
+
+
+def test_job_ids_are_32_hex_digits_that_sort_by_creation_time() -> None:
+    ids = [new_job_id(1_700_000_000.0 + step / 1000) for step in range(50)]
+    assert all(len(job_id) == 32 and int(job_id, 16) >= 0 for job_id in ids)
+    assert ids == sorted(ids)
+    assert len(set(new_job_id(1_700_000_000.0) for _ in range(1000))) == 1000
 
 
 def test_the_wal_is_bounded_and_checkpointed_to_nothing(tmp_path: Path) -> None:
