@@ -295,8 +295,8 @@ class Settings:
     spooler_processes: int = declare("2", "Spooler processes", _integer(1, 64))
     spooler_nice: int = declare(
         "19",
-        "CPU priority of the spoolers (19: requests first, uWSGI's own; below 19 needs root, "
-        "CAP_SYS_NICE or a nice rlimit, else it stays 19 with a log line)",
+        "CPU priority of the spoolers (19: requests first, uWSGI's own; 0: jobs share the CPU with "
+        "requests, which needs root, CAP_SYS_NICE or a nice rlimit, else it stays 19 with a log line)",
         _integer(0, 19),
     )
     mules: int = declare("1", "Mule processes for in-memory jobs", _integer(0, 64))
