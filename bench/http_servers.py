@@ -88,6 +88,9 @@ CASES: dict[str, Callable[[ExitStack], tuple[int, str]]] = {
 SYNC = "gunicorn sync"
 BARE = "bare uWSGI (minimal config)"
 STACK = "this stack (launcher, uwsgi.ini, its nginx)"
+# The comparison: every server behind the same (plain) nginx, this stack's uWSGI with its
+# production settings among them. STACK adds the stack's own nginx configuration on top.
+STACK_UWSGI = "this stack's uWSGI, plain nginx"
 
 
 def _url(port: int) -> str:

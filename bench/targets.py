@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.http_servers import STACK
+from bench.http_servers import STACK, STACK_UWSGI
 
 SPOOLER = "this stack: spooler, enqueued in a request"
 
@@ -13,21 +13,27 @@ def check(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for every target whose table ran."""
     found: list[tuple[str, str, bool]] = []
     if "http" in results:
-        row = results["http"]["rows"][STACK]
-        found.append(
-            (
-                "HTTP peak >= 2.5x gunicorn sync",
-                f"{row['vs_gunicorn_sync']:.2f}x",
-                row["vs_gunicorn_sync"] >= 2.5,
+        rows = results["http"]["rows"]
+        # Judged as the issue compares them: every server behind the same nginx (STACK_UWSGI);
+        # the whole stack, its own nginx configuration included, beside it.
+        for name, label in ((STACK_UWSGI, "same nginx"), (STACK, "whole stack, its own nginx")):
+            if name not in rows:
+                continue
+            row = rows[name]
+            found.append(
+                (
+                    f"HTTP peak >= 2.5x gunicorn sync ({label})",
+                    f"{row['vs_gunicorn_sync']:.2f}x",
+                    row["vs_gunicorn_sync"] >= 2.5,
+                )
             )
-        )
-        found.append(
-            (
-                "production configuration >= 90% of bare uWSGI",
-                f"{row['vs_bare_uwsgi']:.0%}",
-                row["vs_bare_uwsgi"] >= 0.9,
+            found.append(
+                (
+                    f"production configuration >= 90% of bare uWSGI ({label})",
+                    f"{row['vs_bare_uwsgi']:.0%}",
+                    row["vs_bare_uwsgi"] >= 0.9,
+                )
             )
-        )
     if "jobs" in results:
         rows = results["jobs"]["rows"]
         spooler = rows[SPOOLER]
@@ -62,6 +68,8 @@ def check(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             ("200/s, idle", 1.0),
             ("1000/s, idle", 50.0),
             ("200/s, HTTP workers saturated", 1000.0),
+            ("1000/s, idle, SPOOLER_NICE=0", 50.0),
+            ("200/s, HTTP workers saturated, SPOOLER_NICE=0", 1000.0),
         ):
             if case in waits:
                 p99 = waits[case]["p99_ms"]
