@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -26,3 +27,8 @@ except SettingsError as exc:
 
 # Requests that waited too long, or whose client left, are shed before Flask sees them.
 app.wsgi_app = QueueShedding(app.wsgi_app, app.config["SETTINGS"].queue_timeout)  # type: ignore[method-assign]
+
+# Everything loaded so far is shared with the workers uWSGI forks from this process (lazy-apps =
+# false): move it out of the garbage collector's reach, so that a collection in a worker does
+# not write to every object's header and copy the shared pages into each worker.
+gc.freeze()
