@@ -13,7 +13,7 @@ from flask import Flask
 from app import db as db_module
 from app.db import SqliteDatabase
 from app.jobs import JobError, Jobs
-from app.jobs.backends.spooler import SpoolerBackend
+from app.jobs.backends.spooler import SPOOL_OK, SPOOL_RETRY, SpoolerBackend
 from app.jobs.maintenance import purge
 from app.jobs.runner import OutcomeNotRecorded
 from app.jobs.schema import MIGRATIONS
@@ -223,6 +223,65 @@ def test_an_outcome_the_database_refused_is_recorded_later_not_failed_as_lost(
     assert jobs.runner.run(job.id, allow_rerun=True).status == "succeeded"
     done = jobs.get(job.id)
     assert (done.status, done.attempts, done.error) == ("succeeded", 1, None)
+
+
+class Harakiri:
+    """uwsgi as far as a spooler running jobs uses it: the per-job timeout guard."""
+
+    @staticmethod
+    def set_user_harakiri(seconds: int) -> None:
+        pass
+
+
+def test_a_batch_file_records_each_success_with_the_next_jobs_claim(
+    jobs: Jobs, make_job: MakeJob, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three jobs of one batch file: three claims and the last success, four write transactions
+    where a job alone takes two; every record ends as it would alone."""
+    batch = [make_job() for _ in range(3)]
+    spooler = SpoolerBackend(Harakiri(), tmp_path, jobs.store)  # type: ignore[arg-type]
+    writes = 0
+    write = jobs.store.db.write
+
+    def counted() -> object:
+        nonlocal writes
+        writes += 1
+        return write()
+
+    monkeypatch.setattr(jobs.store.db, "write", counted)
+    message = {b"jobs": ",".join(job.id for job in batch).encode(), "spooler_task_name": b"batch"}
+    assert spooler.handle(jobs.runner, message) == SPOOL_OK
+    assert writes == 4
+    for job in batch:
+        done = jobs.get(job.id)
+        assert (done.status, done.attempts, done.error) == ("succeeded", 1, None)
+        assert done.finished_at is not None and done.started_at is not None
+        assert done.started_at <= done.finished_at
+
+
+def test_a_batch_success_the_database_refused_is_recorded_when_the_file_runs_again(
+    jobs: Jobs, make_job: MakeJob, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim carrying the first job's success fails (a full disk): the file is kept, and
+    when it runs again the first job's success is written, not the job run a second time."""
+    first, second = make_job(), make_job()
+    spooler = SpoolerBackend(Harakiri(), tmp_path, jobs.store)  # type: ignore[arg-type]
+    claim = jobs.store.claim
+
+    def refused_with_a_success(job_id: str, **kwargs: object) -> object:
+        if kwargs.get("succeeded") is not None:
+            full_disk()
+        return claim(job_id, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jobs.store, "claim", refused_with_a_success)
+    message = {b"jobs": f"{first.id},{second.id}".encode(), "spooler_task_name": b"batch"}
+    assert spooler.handle(jobs.runner, message) == SPOOL_RETRY
+    assert (jobs.get(first.id).status, jobs.get(second.id).status) == ("running", "queued")
+    monkeypatch.setattr(jobs.store, "claim", claim)
+    assert spooler.handle(jobs.runner, message) == SPOOL_OK
+    for job in (first, second):
+        done = jobs.get(job.id)
+        assert (done.status, done.attempts) == ("succeeded", 1)
 
 
 @pytest.mark.sqlite_only("PostgreSQL manages its own WAL: its checkpoint() is a no-op")

@@ -44,6 +44,9 @@ class Outcome:
     verdict: Verdict
     status: JobStatus | None = None
     retry_at: float | None = None
+    # With ``defer_success``: the (job, result JSON) of a success not recorded yet; the caller
+    # passes it to the next ``run`` (recorded with that claim) or to ``record_success``.
+    pending: tuple[Job, str] | None = None
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
@@ -111,6 +114,8 @@ class Runner:
         allow_rerun: bool,
         timeout_guard: Callable[[int], None] | None = None,
         handle: str | None = None,
+        succeeded: tuple[Job, str] | None = None,
+        defer_success: bool = False,
     ) -> Outcome:
         """Run the next attempt of ``job_id`` and record how it ended.
 
@@ -120,18 +125,39 @@ class Runner:
         ``handle``, if given, is recorded as the job's (see ``JobStore.claim``).
         Raises ``OutcomeNotRecorded`` when the attempt ended but its outcome could not be
         written; the next ``run`` of the job in this process writes it instead of running.
+
+        ``succeeded``: a pending success (``Outcome.pending``) recorded with this run's claim,
+        in one write transaction. ``defer_success``: a success is not recorded but returned as
+        ``Outcome.pending``, for the next ``run`` or ``record_success``. (The spooler's batch
+        files: one write per job instead of two, the records as true as before.)
         """
         with self._unrecorded_lock:
             pending = self._unrecorded.pop(job_id, None)
         if pending is not None:
+            if succeeded is not None:
+                self.record_success(succeeded)
             return self._record(job_id, pending)
-        claim = self.store.claim(job_id, allow_rerun=allow_rerun, handle=handle)
+        if succeeded is not None:
+            # Recorded with the claim below; kept for the job's next run here if that fails.
+            self._keep_unrecorded(succeeded[0].id, functools.partial(self._succeed, *succeeded))
+        claim = self.store.claim(job_id, allow_rerun=allow_rerun, handle=handle, succeeded=succeeded)
+        if succeeded is not None:
+            with self._unrecorded_lock:
+                self._unrecorded.pop(succeeded[0].id, None)
+            self._succeeded(*succeeded)
         if claim.job is None:
             return Outcome(None, claim.verdict)
         with logging_job(claim.job.id, claim.job.request_id):
-            return self._run_claimed(claim, timeout_guard)
+            return self._run_claimed(claim, timeout_guard, defer_success)
 
-    def _run_claimed(self, claim: Claim, timeout_guard: Callable[[int], None] | None) -> Outcome:
+    def record_success(self, pending: tuple[Job, str]) -> Outcome:
+        """Record a success ``run`` left pending (``defer_success``); raises
+        ``OutcomeNotRecorded`` as ``run`` does."""
+        return self._record(pending[0].id, functools.partial(self._succeed, *pending))
+
+    def _run_claimed(
+        self, claim: Claim, timeout_guard: Callable[[int], None] | None, defer_success: bool = False
+    ) -> Outcome:
         """Run the attempt ``claim`` started, if it started one, and record its outcome."""
         job = claim.job
         if claim.verdict is not Verdict.RUN or job is None:
@@ -167,6 +193,8 @@ class Runner:
             if timeout_guard is not None and job.timeout:
                 timeout_guard(0)
             _current.reset(token)
+        if defer_success:
+            return Outcome(job, Verdict.RUN, JobStatus.SUCCEEDED, pending=(job, result_json))
         return self._record(job.id, lambda: self._succeed(job, result_json))
 
     def _record(self, job_id: str, write: Callable[[], Outcome]) -> Outcome:
@@ -175,15 +203,24 @@ class Runner:
         try:
             return write()
         except DATABASE_ERRORS as exc:
-            with self._unrecorded_lock:
-                self._unrecorded[job_id] = write
+            self._keep_unrecorded(job_id, write)
             raise OutcomeNotRecorded(f"job {job_id}: its outcome is not recorded yet: {exc}") from exc
+
+    def _keep_unrecorded(self, job_id: str, write: Callable[[], Outcome]) -> None:
+        with self._unrecorded_lock:
+            self._unrecorded[job_id] = write
 
     def _succeed(self, job: Job, result_json: str) -> Outcome:
         self.store.succeed(job, result_json)
-        _finished(job.task, job.backend, JobStatus.SUCCEEDED).inc()
-        log.info("job %s %s succeeded on attempt %d", job.id, job.task, job.attempts)
+        self._succeeded(job, result_json)
         return Outcome(job, Verdict.RUN, JobStatus.SUCCEEDED)
+
+    @staticmethod
+    def _succeeded(job: Job, result_json: str) -> None:
+        """What follows a recorded success: its metric and its log line."""
+        _finished(job.task, job.backend, JobStatus.SUCCEEDED).inc()
+        with logging_job(job.id, job.request_id):
+            log.info("job %s %s succeeded on attempt %d", job.id, job.task, job.attempts)
 
     def _fail(self, job: Job, error: dict[str, Any]) -> Outcome:
         """Fail the job at once: its failure is final, whatever attempts remain."""

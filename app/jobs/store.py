@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from app.db import Database
+from app.db import Database, Transaction
 from app.jobs import owner
 from app.jobs.owner import Owner
 from app.jobs.states import FINISHED, WAITING, JobStatus
@@ -264,8 +264,19 @@ class JobStore:
                 (handle, backend, time.time(), job_id),
             )
 
-    def claim(self, job_id: str, *, allow_rerun: bool, handle: str | None = None) -> Claim:
+    def claim(
+        self,
+        job_id: str,
+        *,
+        allow_rerun: bool,
+        handle: str | None = None,
+        succeeded: tuple[Job, str] | None = None,
+    ) -> Claim:
         """Start the job's next attempt, or say why not (see ``Claim``).
+
+        ``succeeded``, a (job, result JSON) whose success is not recorded yet, is recorded in
+        the same transaction, first: the spooler running a batch file records each job's end
+        with the next one's start, one write transaction per job instead of two.
 
         A record found ``running`` whose owner is gone means the last attempt died (killed,
         timed out, crashed, or its run ended with a restart). With ``allow_rerun`` (the spooler,
@@ -281,6 +292,8 @@ class JobStore:
         now = time.time()
         me = owner.here()
         with self.db.write() as tx:
+            if succeeded is not None:
+                self._succeed_in(tx, *succeeded, now)
             # FOR UPDATE on PostgreSQL: two claims of one job queue here, as SQLite's write lock makes them.
             row = tx.execute(f"SELECT * FROM jobs WHERE id = ?{self.db.for_update}", (job_id,)).fetchone()
             if row is None:
@@ -342,14 +355,17 @@ class JobStore:
 
     def succeed(self, job: Job, result_json: str) -> bool:
         """Record the attempt's result; False if the record moved on meanwhile (reaped)."""
-        now = time.time()
         with self.db.write() as tx:
-            cursor = tx.execute(
-                "UPDATE jobs SET status = ?, result = ?, finished_at = ?, progress = 1.0,"
-                " updated_at = ? WHERE id = ? AND status = ? AND attempts = ?",
-                (JobStatus.SUCCEEDED, result_json, now, now, job.id, JobStatus.RUNNING, job.attempts),
-            )
-            return cursor.rowcount == 1
+            return self._succeed_in(tx, job, result_json, time.time())
+
+    @staticmethod
+    def _succeed_in(tx: Transaction, job: Job, result_json: str, now: float) -> bool:
+        cursor = tx.execute(
+            "UPDATE jobs SET status = ?, result = ?, finished_at = ?, progress = 1.0,"
+            " updated_at = ? WHERE id = ? AND status = ? AND attempts = ?",
+            (JobStatus.SUCCEEDED, result_json, now, now, job.id, JobStatus.RUNNING, job.attempts),
+        )
+        return bool(cursor.rowcount == 1)
 
     def fail_attempt(self, job: Job, error: dict[str, Any], retry_at: float | None) -> bool:
         """Record a failed or lost attempt: ``retrying`` until ``retry_at``, or ``failed`` if
