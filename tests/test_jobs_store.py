@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,25 @@ def test_a_writer_gives_up_with_the_busy_error_after_the_busy_timeout(
         assert 0.05 <= time.monotonic() - started < 1
     finally:
         holder.close()
+
+
+@pytest.mark.sqlite_only("PostgreSQL checkpoints by itself")
+def test_a_workers_commits_leave_sqlites_checkpoints_to_the_job_processes(
+    jobs: Jobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After uWSGI's fork, a worker's connections checkpoint at 4x the WAL pages a spooler's or
+    a mule's do: the processes that write every job's start and end checkpoint, not an enqueue."""
+    assert isinstance(jobs.db, SqliteDatabase)
+    monkeypatch.setattr(jobs.db, "checkpoint_pages", jobs.db.checkpoint_pages)
+    monkeypatch.setattr(jobs.heartbeat, "start", lambda: None)
+    jobs.after_fork(0)  # a spooler or a mule
+    assert jobs.db.checkpoint_pages == db_module.WAL_AUTOCHECKPOINT_PAGES
+    jobs.after_fork(1)  # worker 1
+    assert jobs.db.checkpoint_pages == db_module.WORKER_AUTOCHECKPOINT_PAGES
+    # A connection made from then on (each of a worker's threads makes its own) takes it.
+    with ThreadPoolExecutor(1) as thread:
+        autocheckpoint = thread.submit(jobs.db.read, "PRAGMA wal_autocheckpoint").result()[0][0]
+    assert autocheckpoint == db_module.WORKER_AUTOCHECKPOINT_PAGES > db_module.WAL_AUTOCHECKPOINT_PAGES
 
 
 def test_job_ids_are_32_hex_digits_that_sort_by_creation_time() -> None:
