@@ -38,10 +38,11 @@ BUSY_TIMEOUT_MS = 10_000
 # and that wait was most of a job's queue wait at 200 jobs/s (bench/results).
 BUSY_FIRST_SLEEP = 0.00005
 BUSY_MAX_SLEEP = 0.0005
-# Pages of WAL after which a commit checkpoints: in the spoolers and mules, which write most
-# (every job's start and end), and at four times that in the workers, so that a request's commit
-# (an enqueue) checkpoints only when no job process has for a while (see ``checkpoint_pages``).
-WAL_AUTOCHECKPOINT_PAGES = 2000
+# Pages of WAL (1 MB) after which a commit checkpoints: in the spoolers and mules, which write
+# most (every job's start and end), and at four times that in the workers, so that a request's
+# commit (an enqueue) checkpoints only when no job process has for a while (``checkpoint_pages``).
+# Not more: a WAL of 8 MB (tried: end to end +6%) left no room on a small full disk once freed.
+WAL_AUTOCHECKPOINT_PAGES = 256
 WORKER_AUTOCHECKPOINT_PAGES = 4 * WAL_AUTOCHECKPOINT_PAGES
 WAL_SIZE_LIMIT = 1024 * 1024
 # Seconds to wait for a PostgreSQL connection before the request gets a 503.
@@ -155,11 +156,9 @@ class SqliteDatabase:
         # NORMAL is durable across process crashes in WAL mode; only a power cut can lose the
         # last commits, which the spool file (the job's durable copy) then replays.
         conn.execute("PRAGMA synchronous = NORMAL")
-        # A checkpoint every ~8 MB of WAL (each copies the pages written since the last one, and
-        # a job's writes hit the same index pages again and again: at every 1 MB the spoolers'
-        # checkpoints cost 6% of the end-to-end rate), and the WAL cut back to 1 MB after each
-        # reset: without a limit it keeps its largest size for good, eating the space a full
-        # disk frees.
+        # A checkpoint every ~1 MB of WAL (4 MB in a worker), and the WAL cut back to 1 MB after
+        # each reset: without a limit it keeps its largest size for good, eating the space a
+        # full disk frees.
         conn.execute(f"PRAGMA wal_autocheckpoint = {self.checkpoint_pages}")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         # From here a busy database raises at once, and ``_retry_busy`` waits in short steps.

@@ -144,7 +144,7 @@ class Runner:
         if succeeded is not None:
             with self._unrecorded_lock:
                 self._unrecorded.pop(succeeded[0].id, None)
-            self._succeeded(*succeeded)
+            self._succeeded(succeeded[0])
         if claim.job is None:
             return Outcome(None, claim.verdict)
         with logging_job(claim.job.id, claim.job.request_id):
@@ -212,11 +212,11 @@ class Runner:
 
     def _succeed(self, job: Job, result_json: str) -> Outcome:
         self.store.succeed(job, result_json)
-        self._succeeded(job, result_json)
+        self._succeeded(job)
         return Outcome(job, Verdict.RUN, JobStatus.SUCCEEDED)
 
     @staticmethod
-    def _succeeded(job: Job, result_json: str) -> None:
+    def _succeeded(job: Job) -> None:
         """What follows a recorded success: its metric and its log line."""
         _finished(job.task, job.backend, JobStatus.SUCCEEDED).inc()
         with logging_job(job.id, job.request_id):
