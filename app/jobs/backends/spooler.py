@@ -143,7 +143,7 @@ class SpoolerBackend:
     def take_priority(self) -> None:
         """Renice this spooler process to ``nice``, once per process. uWSGI starts spoolers at
         nice 19: while the HTTP workers saturate the CPU a spooler then runs almost never (queue
-        wait p99 7.8 s at 200 jobs/s; at nice 0, tens of ms: bench/results/latest.md). Going
+        wait p99 of seconds at 200 jobs/s; at nice 0, tens of ms: bench/results/latest.md). Going
         below 19 needs root, CAP_SYS_NICE or a nice rlimit (Compose: ``ulimits: nice: 20``);
         without them the spooler stays at 19, said once in the log."""
         self._prioritised_pid = os.getpid()
