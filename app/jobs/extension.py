@@ -122,8 +122,8 @@ class Jobs:
             self.heartbeat.start()
             if isinstance(self.db, SqliteDatabase):
                 # SQLite's checkpoints fall to the spoolers and mules, not to a request's enqueue:
-                # one took 2-3 ms, the tail of a job's queue wait at 200 jobs/s (p98 2.5-2.9 ms
-                # before, 0.8-1.2 ms after; bench probe, 2,000 jobs POSTed at 200/s).
+                # one took 2-3 ms, the tail of a job's queue wait at 200 jobs/s (p99 2.8-5.6 ms
+                # before, 0.83-0.85 ms after; probes of 2,000 jobs POSTed at 200/s).
                 self.db.checkpoint_pages = WORKER_AUTOCHECKPOINT_PAGES
 
     def _fire_periodic(self, schedule: Schedule, slot: int) -> None:
@@ -183,9 +183,9 @@ class Jobs:
             return existing
         self._submit(job, task, run_at)
         log.info("job %s %s queued on the %s", job.id, job.task, job.backend, extra={"job_id": job.id})
-        if job.backend == "spooler" and run_at is None and isinstance(handler, SpoolerBackend):
-            # Handed over without another write (see SpoolerBackend.submit): the record is as
-            # created, queued; reading it back cost 50 us of the enqueue (bench/results).
+        if isinstance(handler, SpoolerBackend) and not handler.records_handover(job, run_at):
+            # The handover wrote nothing to the record: it is as created, queued. Reading it
+            # back cost 50 us of the enqueue.
             return job
         try:
             return self.store.get(job.id) or job

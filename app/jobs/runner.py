@@ -137,13 +137,14 @@ class Runner:
             if succeeded is not None:
                 self.record_success(succeeded)
             return self._record(job_id, pending)
+        try:
+            claim = self.store.claim(job_id, allow_rerun=allow_rerun, handle=handle, succeeded=succeeded)
+        except Exception:
+            if succeeded is not None:
+                # Not recorded with the claim: kept for that job's next run here.
+                self._keep_unrecorded(succeeded[0].id, functools.partial(self._succeed, *succeeded))
+            raise
         if succeeded is not None:
-            # Recorded with the claim below; kept for the job's next run here if that fails.
-            self._keep_unrecorded(succeeded[0].id, functools.partial(self._succeed, *succeeded))
-        claim = self.store.claim(job_id, allow_rerun=allow_rerun, handle=handle, succeeded=succeeded)
-        if succeeded is not None:
-            with self._unrecorded_lock:
-                self._unrecorded.pop(succeeded[0].id, None)
             self._succeeded(succeeded[0])
         if claim.job is None:
             return Outcome(None, claim.verdict)

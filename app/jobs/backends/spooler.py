@@ -63,14 +63,17 @@ class SpoolerBackend:
         """None: the handle is the spool file's path, known once uWSGI has written it."""
         return None
 
+    def records_handover(self, job: Job, at: float | None) -> bool:
+        """Whether ``submit`` writes to the job's record (its spool file's path): only when a
+        cancel may need it (a delayed job) or the record names another backend (a mule's retry
+        or overflow). A job due now has it recorded by the claim that starts it, one write
+        transaction less per job; cancelled before that, its file is run once more, and the
+        claim skips it (the record is no longer waiting)."""
+        return (at is not None and at > time.time()) or job.backend != self.name
+
     def submit(self, job: Job, at: float | None = None) -> None:
         """Write the job's spool file; raises ``JobError`` if uWSGI refuses it. Once the file is
-        written the job will run, so a failure to record its path is only logged.
-
-        The path is recorded now only when a cancel may need it (a delayed job) or the record
-        names another backend (a mule's retry or overflow): a job due now has it recorded by
-        the claim that starts it, one write transaction less per job. Cancelled before that,
-        its file is run once more, and the claim skips it (the record is no longer waiting)."""
+        written the job will run, so a failure to record its path is only logged."""
         message = {b"job": job.id.encode()}
         if at is not None and at > time.time():
             message[b"at"] = str(math.ceil(at)).encode()
@@ -78,7 +81,7 @@ class SpoolerBackend:
             path = self.uwsgi.spool(message)
         except Exception as exc:
             raise JobError(f"the spooler refused job {job.id}: {exc}") from exc
-        if b"at" not in message and job.backend == self.name:
+        if not self.records_handover(job, at):
             return
         try:
             # The backend too: a mule job's delay or retry runs here, with the spooler's guarantee.
@@ -144,8 +147,9 @@ class SpoolerBackend:
         """Renice this spooler process to ``nice``, once per process. uWSGI starts spoolers at
         nice 19: while the HTTP workers saturate the CPU a spooler then runs almost never (queue
         wait p99 of seconds at 200 jobs/s; at nice 0, tens of ms: bench/results/latest.md). Going
-        below 19 needs root, CAP_SYS_NICE or a nice rlimit (Compose: ``ulimits: nice: 20``);
-        without them the spooler stays at 19, said once in the log."""
+        below 19 needs root, CAP_SYS_NICE or a nice rlimit (``ulimit -e 20``; the Docker engine
+        tried refuses Compose's ``ulimits: nice``); without them the spooler stays at 19, said
+        once in the log."""
         self._prioritised_pid = os.getpid()
         assert self.nice is not None
         try:
