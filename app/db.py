@@ -17,6 +17,7 @@ lock serialises.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
@@ -30,6 +31,8 @@ from typing import Any, Protocol
 
 import psycopg
 import psycopg.conninfo
+
+log = logging.getLogger(__name__)
 
 # Well under HARAKIRI: a request waiting this long for the write lock gets a 503, not a kill.
 BUSY_TIMEOUT_MS = 10_000
@@ -46,6 +49,15 @@ BUSY_MAX_SLEEP = 0.0005
 WAL_AUTOCHECKPOINT_PAGES = 256
 WORKER_AUTOCHECKPOINT_PAGES = 4 * WAL_AUTOCHECKPOINT_PAGES
 WAL_SIZE_LIMIT = 1024 * 1024
+# A WAL that writers never leave alone is never started again by those PASSIVE checkpoints (each
+# finds new frames behind it), so under a steady flow of jobs it only grows: 137 MB after 30,000
+# jobs, and the first write after the burst paid 36-120 ms to truncate it. Past this size, a
+# process that owns checkpoints forces a TRUNCATE checkpoint, looking every WAL_CHECK_EVERY commits.
+WAL_RESTART_BYTES = 16 * 1024 * 1024
+WAL_CHECK_EVERY = 64
+# How long that checkpoint waits for readers and writers (it holds new writers back meanwhile):
+# not found idle by then, it gives up until the next look.
+WAL_RESTART_WAIT_MS = 200
 # Seconds to wait for a PostgreSQL connection before the request gets a 503.
 CONNECT_TIMEOUT = 5
 # The key of the advisory lock under which replicas migrate one at a time ("fus-migr").
@@ -144,6 +156,9 @@ class SqliteDatabase:
         self.migrations = migrations
         # For the connections this process makes from now on (set after a fork, before any).
         self.checkpoint_pages = WAL_AUTOCHECKPOINT_PAGES
+        # Whether this process's commits bound the WAL (``WAL_RESTART_BYTES``): not a worker's,
+        # whose request would wait for it.
+        self.bounds_wal = True
         self._local = threading.local()
 
     def connection(self) -> sqlite3.Connection:
@@ -166,6 +181,7 @@ class SqliteDatabase:
         conn.execute("PRAGMA busy_timeout = 0")
         self._local.conn = conn
         self._local.pid = os.getpid()
+        self._local.commits = 0
         return conn
 
     def migrate(self) -> int:
@@ -206,16 +222,38 @@ class SqliteDatabase:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        if self.bounds_wal:
+            self._local.commits += 1
+            if self._local.commits % WAL_CHECK_EVERY == 0:
+                self._bound_wal()
+
+    def _bound_wal(self) -> None:
+        """Truncate the WAL if it has grown past ``WAL_RESTART_BYTES``; a reader that holds it
+        or a full disk leaves it for a later look (the commit before has succeeded already)."""
+        try:
+            if self.wal_path().stat().st_size <= WAL_RESTART_BYTES:
+                return
+            busy, _, _ = self.checkpoint(WAL_RESTART_WAIT_MS)
+            why = "a reader held it" if busy else ""
+        except (OSError, sqlite3.Error) as exc:
+            why = str(exc)
+        if why:
+            log.warning(
+                "the WAL of %s is over %d MB and was not truncated: %s",
+                self.path,
+                WAL_RESTART_BYTES >> 20,
+                why,
+            )
 
     def read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         return _retry_busy(self.connection(), sql, params).fetchall()
 
-    def checkpoint(self) -> tuple[int, int, int]:
-        """Copy the WAL into the database and truncate it to nothing, if no reader holds it back;
-        returns SQLite's (busy, WAL pages, pages checkpointed)."""
+    def checkpoint(self, wait_ms: int = BUSY_TIMEOUT_MS) -> tuple[int, int, int]:
+        """Copy the WAL into the database and truncate it to nothing, if no reader holds it back
+        for longer than ``wait_ms``; returns SQLite's (busy, WAL pages, pages checkpointed)."""
         conn = self.connection()
         # SQLite's busy handler here: a TRUNCATE checkpoint waits in it for readers to finish.
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
         try:
             row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:

@@ -116,10 +116,13 @@ def test_a_workers_commits_leave_sqlites_checkpoints_to_the_job_processes(
     assert isinstance(jobs.db, SqliteDatabase)
     monkeypatch.setattr(jobs.db, "checkpoint_pages", jobs.db.checkpoint_pages)
     monkeypatch.setattr(jobs.heartbeat, "start", lambda: None)
+    monkeypatch.setattr(jobs.db, "bounds_wal", jobs.db.bounds_wal)
     jobs.after_fork(0)  # a spooler or a mule
     assert jobs.db.checkpoint_pages == db_module.WAL_AUTOCHECKPOINT_PAGES
+    assert jobs.db.bounds_wal
     jobs.after_fork(1)  # worker 1
     assert jobs.db.checkpoint_pages == db_module.WORKER_AUTOCHECKPOINT_PAGES
+    assert not jobs.db.bounds_wal  # no request waits for a forced checkpoint
     # A connection made from then on (each of a worker's threads makes its own) takes it.
     with ThreadPoolExecutor(1) as thread:
         autocheckpoint = thread.submit(jobs.db.read, "PRAGMA wal_autocheckpoint").result()[0][0]
@@ -143,6 +146,58 @@ def test_the_wal_is_bounded_and_checkpointed_to_nothing(tmp_path: Path) -> None:
             tx.execute("INSERT INTO blobs VALUES (zeroblob(100000))")
     assert db.checkpoint()[0] == 0
     assert db.wal_path().stat().st_size == 0
+
+
+def _grow_wal(db: SqliteDatabase, commits: int) -> None:
+    """``commits`` write transactions of 16 KB each, SQLite's own checkpoints switched off: as
+    they are in effect when writers never leave the WAL alone (each finds new frames behind it)."""
+    db.checkpoint_pages = 0
+    conn = db.connection()
+    conn.execute("CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
+    for _ in range(commits):
+        with db.write() as tx:
+            tx.execute("INSERT INTO blobs VALUES (zeroblob(16000))")
+
+
+def test_a_wal_that_is_never_checkpointed_is_truncated_once_past_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spooler's or a mule's commits look at the WAL every WAL_CHECK_EVERY commits and force
+    a TRUNCATE checkpoint once it is past WAL_RESTART_BYTES; a worker's never do."""
+    monkeypatch.setattr(db_module, "WAL_RESTART_BYTES", 512 * 1024)
+    db = SqliteDatabase(tmp_path / "job.sqlite3")
+    _grow_wal(db, 4 * db_module.WAL_CHECK_EVERY)  # 4 MB written
+    assert db.wal_path().stat().st_size <= 512 * 1024 + db_module.WAL_CHECK_EVERY * 20_000
+    assert db.read("SELECT count(*) FROM blobs")[0][0] == 4 * db_module.WAL_CHECK_EVERY
+
+    worker = SqliteDatabase(tmp_path / "worker.sqlite3")
+    worker.bounds_wal = False
+    _grow_wal(worker, 4 * db_module.WAL_CHECK_EVERY)
+    assert worker.wal_path().stat().st_size > 4 * db_module.WAL_CHECK_EVERY * 16_000
+
+
+def test_a_reader_holding_the_wal_only_delays_its_truncation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The forced checkpoint waits WAL_RESTART_WAIT_MS for a reader, then gives up with a log
+    line and leaves the commits as they are; the next look after the reader has gone truncates."""
+    monkeypatch.setattr(db_module, "WAL_RESTART_BYTES", 512 * 1024)
+    monkeypatch.setattr(db_module, "WAL_RESTART_WAIT_MS", 20)
+    db = SqliteDatabase(tmp_path / "db.sqlite3")
+    _grow_wal(db, 1)
+    reader = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM blobs").fetchone()  # holds its snapshot of the WAL
+        _grow_wal(db, 2 * db_module.WAL_CHECK_EVERY)
+        assert "was not truncated" in caplog.text
+        assert db.wal_path().stat().st_size > 2 * db_module.WAL_CHECK_EVERY * 16_000
+        reader.execute("COMMIT")
+    finally:
+        reader.close()
+    _grow_wal(db, db_module.WAL_CHECK_EVERY)
+    assert db.wal_path().stat().st_size <= db_module.WAL_CHECK_EVERY * 20_000
+    assert db.read("SELECT count(*) FROM blobs")[0][0] == 1 + 3 * db_module.WAL_CHECK_EVERY
 
 
 def _error(message: str, code: int) -> sqlite3.OperationalError:

@@ -125,6 +125,7 @@ class Jobs:
                 # one took 2-3 ms, the tail of a job's queue wait at 200 jobs/s (p99 2.8-5.6 ms
                 # before, 0.83-0.85 ms after; probes of 2,000 jobs POSTed at 200/s).
                 self.db.checkpoint_pages = WORKER_AUTOCHECKPOINT_PAGES
+                self.db.bounds_wal = False
 
     def _fire_periodic(self, schedule: Schedule, slot: int) -> None:
         # A per-node task's key carries the node: each node runs it once per period.
