@@ -154,12 +154,21 @@ class SqliteDatabase:
     def __init__(self, path: Path, migrations: Sequence[str] = ()) -> None:
         self.path = path
         self.migrations = migrations
-        # For the connections this process makes from now on (set after a fork, before any).
-        self.checkpoint_pages = WAL_AUTOCHECKPOINT_PAGES
-        # Whether this process's commits bound the WAL (``WAL_RESTART_BYTES``): not a worker's,
-        # whose request would wait for it.
-        self.bounds_wal = True
+        # Whether this process answers requests (a uWSGI worker; set after the fork, before any
+        # connection): then SQLite's checkpoints are left to the job processes, which write most
+        # (every job's start and end), so that a request seldom waits for one.
+        self.serves_requests = False
         self._local = threading.local()
+
+    @property
+    def checkpoint_pages(self) -> int:
+        """The WAL pages after which a commit of this process's connections checkpoints."""
+        return WORKER_AUTOCHECKPOINT_PAGES if self.serves_requests else WAL_AUTOCHECKPOINT_PAGES
+
+    @property
+    def bounds_wal(self) -> bool:
+        """Whether this process's commits bound the WAL (``WAL_RESTART_BYTES``)."""
+        return not self.serves_requests
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (a new one after a fork: sockets and locks don't survive it)."""

@@ -114,9 +114,8 @@ def test_a_workers_commits_leave_sqlites_checkpoints_to_the_job_processes(
     """After uWSGI's fork, a worker's connections checkpoint at 4x the WAL pages a spooler's or
     a mule's do: the processes that write every job's start and end checkpoint, not an enqueue."""
     assert isinstance(jobs.db, SqliteDatabase)
-    monkeypatch.setattr(jobs.db, "checkpoint_pages", jobs.db.checkpoint_pages)
+    monkeypatch.setattr(jobs.db, "serves_requests", jobs.db.serves_requests)
     monkeypatch.setattr(jobs.heartbeat, "start", lambda: None)
-    monkeypatch.setattr(jobs.db, "bounds_wal", jobs.db.bounds_wal)
     jobs.after_fork(0)  # a spooler or a mule
     assert jobs.db.checkpoint_pages == db_module.WAL_AUTOCHECKPOINT_PAGES
     assert jobs.db.bounds_wal
@@ -151,8 +150,8 @@ def test_the_wal_is_bounded_and_checkpointed_to_nothing(tmp_path: Path) -> None:
 def _grow_wal(db: SqliteDatabase, commits: int) -> None:
     """``commits`` write transactions of 16 KB each, SQLite's own checkpoints switched off: as
     they are in effect when writers never leave the WAL alone (each finds new frames behind it)."""
-    db.checkpoint_pages = 0
     conn = db.connection()
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
     conn.execute("CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
     for _ in range(commits):
         with db.write() as tx:
@@ -171,7 +170,7 @@ def test_a_wal_that_is_never_checkpointed_is_truncated_once_past_its_bound(
     assert db.read("SELECT count(*) FROM blobs")[0][0] == 4 * db_module.WAL_CHECK_EVERY
 
     worker = SqliteDatabase(tmp_path / "worker.sqlite3")
-    worker.bounds_wal = False
+    worker.serves_requests = True
     _grow_wal(worker, 4 * db_module.WAL_CHECK_EVERY)
     assert worker.wal_path().stat().st_size > 4 * db_module.WAL_CHECK_EVERY * 16_000
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from flask import current_app
 
 from app import runtime
-from app.db import DATABASE_ERRORS, WORKER_AUTOCHECKPOINT_PAGES, Database, SqliteDatabase, open_database
+from app.db import DATABASE_ERRORS, Database, SqliteDatabase, open_database
 from app.jobs import owner
 from app.jobs.backends import Backend
 from app.jobs.backends.mule import MuleBackend
@@ -124,8 +124,7 @@ class Jobs:
                 # SQLite's checkpoints fall to the spoolers and mules, not to a request's enqueue:
                 # one took 2-3 ms, the tail of a job's queue wait at 200 jobs/s (p99 2.8-5.6 ms
                 # before, 0.83-0.85 ms after; probes of 2,000 jobs POSTed at 200/s).
-                self.db.checkpoint_pages = WORKER_AUTOCHECKPOINT_PAGES
-                self.db.bounds_wal = False
+                self.db.serves_requests = True
 
     def _fire_periodic(self, schedule: Schedule, slot: int) -> None:
         # A per-node task's key carries the node: each node runs it once per period.
@@ -184,10 +183,8 @@ class Jobs:
             return existing
         self._submit(job, task, run_at)
         log.info("job %s %s queued on the %s", job.id, job.task, job.backend, extra={"job_id": job.id})
-        if isinstance(handler, SpoolerBackend) and not handler.records_handover(job, run_at):
-            # The handover wrote nothing to the record: it is as created, queued. Reading it
-            # back cost 50 us of the enqueue.
-            return job
+        if not handler.changes_record(job, run_at):
+            return job  # as created, queued: reading it back cost 50 us of the enqueue
         try:
             return self.store.get(job.id) or job
         except DATABASE_ERRORS:

@@ -28,6 +28,10 @@ class Backend(Protocol):
         """What the record keeps as its ``handle`` before the handover: what ``lost`` needs to
         tell whether the handover still holds. Only this backend reads it."""
 
+    def changes_record(self, job: Job, at: float | None) -> bool:
+        """Whether ``submit(job, at)`` may leave the job's record other than as created (a path
+        written, the job already started): ``enqueue`` then reads the record back."""
+
     def submit(self, job: Job, at: float | None = None) -> None:
         """Hand ``job`` over to run no earlier than ``at``; raises ``JobError`` if it can't.
         Once the executor has the job, a failure to record more of it must not raise."""

@@ -41,6 +41,10 @@ class MuleBackend:
     def cancel(self, job: Job) -> None:
         """Nothing to drop: the message stays queued, and the mule skips a cancelled job."""
 
+    def changes_record(self, job: Job, at: float | None) -> bool:
+        """A mule may start the job before ``submit`` returns."""
+        return True
+
     def submit(self, job: Job, at: float | None = None) -> None:
         """Send the job id to the mules' shared queue; raises ``QueueFull`` when it is full."""
         if at is not None and at > time.time():

@@ -63,7 +63,7 @@ class SpoolerBackend:
         """None: the handle is the spool file's path, known once uWSGI has written it."""
         return None
 
-    def records_handover(self, job: Job, at: float | None) -> bool:
+    def changes_record(self, job: Job, at: float | None) -> bool:
         """Whether ``submit`` writes to the job's record (its spool file's path): only when a
         cancel may need it (a delayed job) or the record names another backend (a mule's retry
         or overflow). A job due now has it recorded by the claim that starts it, one write
@@ -81,7 +81,7 @@ class SpoolerBackend:
             path = self.uwsgi.spool(message)
         except Exception as exc:
             raise JobError(f"the spooler refused job {job.id}: {exc}") from exc
-        if not self.records_handover(job, at):
+        if not self.changes_record(job, at):
             return
         try:
             # The backend too: a mule job's delay or retry runs here, with the spooler's guarantee.

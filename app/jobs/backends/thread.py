@@ -77,6 +77,10 @@ class ThreadBackend:
     def cancel(self, job: Job) -> None:
         """Nothing to drop: the pool skips a cancelled job."""
 
+    def changes_record(self, job: Job, at: float | None) -> bool:
+        """A thread of the pool may start the job before ``submit`` returns."""
+        return True
+
     def submit(self, job: Job, at: float | None = None) -> None:
         """Run the job in this process's pool; a delay or a retry waits on the spooler when
         there is one (no thread held meanwhile), else on a timer thread."""
@@ -115,6 +119,10 @@ class InlineBackend:
 
     def cancel(self, job: Job) -> None:
         """Nothing to drop: an inline job is never waiting."""
+
+    def changes_record(self, job: Job, at: float | None) -> bool:
+        """The job has run by the time ``submit`` returns."""
+        return True
 
     def submit(self, job: Job, at: float | None = None) -> None:
         while self.runner.run(job.id, allow_rerun=False).retry_at is not None:
