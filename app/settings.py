@@ -140,6 +140,16 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in LOG_LEVELS:
+        raise SettingsError(f"{name}: expected one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return value
+
+
 def _modules(name: str, raw: str) -> tuple[str, ...]:
     modules = tuple(part.strip() for part in raw.split(",") if part.strip())
     for module in modules:
@@ -314,6 +324,12 @@ class Settings:
         "",
         "Comma-separated modules to import at start-up: where your own tasks are declared",
         _modules,
+    )
+    log_level: str = declare(
+        "INFO",
+        "Lowest level of the app's log lines: INFO has each job's queued, retry and finished lines "
+        "(about 0.1 ms of each enqueue), WARNING only failures and problems; uWSGI's and nginx's stay",
+        _log_level,
     )
     node_name: str = declare(
         "",

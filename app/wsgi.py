@@ -10,16 +10,18 @@ from app import create_app
 from app.launcher.private import PRIVATE_UMASK
 from app.monitoring.logs import configure_logging
 from app.monitoring.metrics import use_multiprocess_files
-from app.settings import SettingsError
+from app.settings import Settings, SettingsError
 from app.web.shedding import QueueShedding
 
 # An entry point: the process's file modes and log format are set here, not by the factory.
 os.umask(PRIVATE_UMASK)
-configure_logging()
 use_multiprocess_files()
 
 try:
-    app = create_app()
+    settings = Settings.from_env()
+    # Lines below LOG_LEVEL are never formatted nor handed to uWSGI's log pipe.
+    configure_logging(settings.log_level)
+    app = create_app(settings)
 except SettingsError as exc:
     # One line naming the variable, then stop: uWSGI's need-app ends the start-up.
     print(f"configuration error: {exc}", file=sys.stderr, flush=True)

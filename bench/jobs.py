@@ -30,6 +30,10 @@ CHUNK = 500  # jobs per /api/diag/enqueue request
 HTTP_CLIENTS = 8
 WAIT_RATES = (200, 1000)
 FINISH_TIMEOUT = 600.0
+# The peers run quiet (RQ --quiet, Celery --loglevel WARNING, Huey -q): so does this stack, but
+# for one row at its default, INFO, which logs two lines a job through uWSGI's log pipe.
+LOG_LEVEL = "WARNING"
+STACK_SETTINGS = "2 spoolers (nice 19), 2 mules, LOG_LEVEL=WARNING; every job's record kept"
 
 
 def _summary(
@@ -58,6 +62,7 @@ class StackJobs:
     """The stack with 2 spoolers and 2 mules; figures come from its own job records."""
 
     def __init__(self, name: str = "jobs-stack", **settings: object) -> None:
+        settings = {"log_level": LOG_LEVEL, **settings}
         self.stack = Stack(name, processes=4, spooler_processes=WORKERS, mules=WORKERS, **settings)
         self.db_path = self.stack.state / "data" / "app.sqlite3"
 
@@ -339,7 +344,7 @@ def run_peer(
 def run(config: Config, progress: Progress) -> dict[str, Any]:
     state = scratch_dir("jobs")
     all_peers = peers()
-    steps = 9 + 2 * len(all_peers)
+    steps = 10 + 2 * len(all_peers)
     step = 0
 
     def say(what: str) -> None:
@@ -395,6 +400,17 @@ def run(config: Config, progress: Progress) -> dict[str, Any]:
         )
     finally:
         shared.stack.server.stop()
+    # What the default log level costs: the first row again with every job's two INFO lines.
+    verbose = StackJobs("jobs-stack-info", log_level="INFO")
+    try:
+        verbose.stack.start()
+        verbose.in_process("spooler", 20)
+        say(f"this stack, spooler, LOG_LEVEL=INFO: {config.jobs:,} jobs enqueued in-process")
+        row = verbose.in_process("spooler", config.jobs)
+        row["settings"] = STACK_SETTINGS.replace("WARNING", "INFO (the default: 2 lines a job)")
+        rows["this stack: spooler, enqueued in a request, LOG_LEVEL=INFO"] = row
+    finally:
+        verbose.stack.server.stop()
 
     redis_port = free_port()
     os.environ["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
@@ -436,7 +452,7 @@ def markdown(result: dict[str, Any]) -> str:
         wait = wait.get(f"{WAIT_RATES[0]}/s", {}) if f"{WAIT_RATES[0]}/s" in wait else {}
         p50 = f"{wait['p50_ms']:.2f}" if wait else "(below)"
         p99 = f"{wait['p99_ms']:.2f}" if wait else "(below)"
-        settings = row.get("settings", "2 spoolers (nice 19), 2 mules; every job's record kept")
+        settings = row.get("settings", STACK_SETTINGS)
         if row.get("refused"):
             settings += f"; {row['refused']} refused (queue full)"
         enqueue = "-" if row["enqueue_us_p50"] != row["enqueue_us_p50"] else f"{row['enqueue_us_p50']:,.0f}"
@@ -449,7 +465,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "This stack's spooler, queue wait from its records (created to started), jobs POSTed to /api/jobs "
         "at a constant rate (open loop); spoolers at nice 19 (uWSGI's own and SPOOLER_NICE's default: "
-        "requests first) unless the case says SPOOLER_NICE=0:",
+        "requests first) unless the case says SPOOLER_NICE=0; LOG_LEVEL=WARNING:",
         "",
         "| case | offered jobs/s | sent jobs/s | jobs | queue wait p50 ms | p99 ms | HTTP errors |",
         "|---|---|---|---|---|---|---|",
@@ -467,7 +483,7 @@ def plot(result: dict[str, Any], axes: Any) -> None:
     rates = [result["rows"][n]["end_to_end_rate"] for n in names]
     colours = ["#ee6677" if n.startswith("this stack") else "#4477aa" for n in names]
     axes.barh(
-        [n.replace("this stack: ", "stack: ").split(", enqueued")[0][:40] for n in names],
+        [n.replace("this stack: ", "stack: ").replace(", enqueued in a request", "")[:40] for n in names],
         rates,
         color=colours,
     )

@@ -7,6 +7,7 @@ from typing import Any
 from bench.http_servers import STACK, STACK_UWSGI
 
 SPOOLER = "this stack: spooler, enqueued in a request"
+SPOOLER_INFO = f"{SPOOLER}, LOG_LEVEL=INFO"
 
 
 def check(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
@@ -38,9 +39,11 @@ def check(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
         rows = results["jobs"]["rows"]
         spooler = rows[SPOOLER]
         p50 = spooler["enqueue_us_p50"] / 1000
-        found.append(
-            ("spooler enqueue with its record, in-process, median <= 0.3 ms", f"{p50:.3f} ms", p50 <= 0.3)
-        )
+        measured = f"{p50:.3f} ms"
+        if SPOOLER_INFO in rows:
+            default = rows[SPOOLER_INFO]["enqueue_us_p50"] / 1000
+            measured += f" (at LOG_LEVEL=INFO, the default: {default:.3f} ms)"
+        found.append(("spooler enqueue with its record, in-process, median <= 0.3 ms", measured, p50 <= 0.3))
         batch = [name for name in rows if name.startswith("this stack: spooler, enqueue_many")]
         if batch:
             per_job = rows[batch[0]]["enqueue_us_p50"] / 1000

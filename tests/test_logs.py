@@ -67,6 +67,26 @@ def test_one_request_id_follows_a_click_from_nginx_to_the_jobs_it_caused(
     assert not [line for line in objects if job["id"] in line.get("msg", "") and line not in traced]
 
 
+def test_log_level_warning_keeps_failures_and_drops_each_jobs_routine_lines(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(PROCESSES="2", LOG_LEVEL="WARNING")
+    done = stack.enqueue("diag.noop", backend="spooler")
+    failed = stack.enqueue("diag.fail", {"times": 5}, backend="mule")
+    stack.wait_for_job(done["id"], ("succeeded",))
+    stack.wait_for_job(failed["id"], ("failed",), timeout=60)
+    # The failure is a WARNING: its line is written, so the lines before it have been too.
+    wait_until(
+        lambda: f"job {failed['id']} diag.fail failed after" in stack.logs(), timeout=10, what="the failure"
+    )
+    objects, _ = json_lines(stack.logs())
+    app_lines = [line for line in objects if "logger" in line]
+    assert {line["level"] for line in app_lines} <= {"WARNING", "ERROR", "CRITICAL"}, app_lines
+    assert not [line for line in app_lines if done["id"] in line["msg"]]
+    # nginx's access lines and uWSGI's own are not the app's to filter.
+    assert any(line.get("source") == "uwsgi" for line in objects)
+
+
 def test_uwsgi_and_app_lines_are_json_objects_across_a_reload(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack(PROCESSES="2")
     stack.reload()

@@ -39,11 +39,18 @@ def test_defaults_fit_the_machine(tmp_path: Path) -> None:
         ("NODE_NAME", "host/1"),
         ("NODE_NAME", "-leading-dash"),
         ("NODE_TIMEOUT", "1"),
+        ("LOG_LEVEL", "verbose"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=rf"^{name}: "):
         Settings.from_env({name: value})
+
+
+def test_log_level_is_read_in_any_case(tmp_path: Path) -> None:
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path), "LOG_LEVEL": " warning "})
+    assert settings.log_level == "WARNING"
+    assert Settings.from_env({"DATA_DIR": str(tmp_path)}).log_level == "INFO"
 
 
 def test_a_directory_that_cannot_be_created_is_refused(tmp_path: Path) -> None:

@@ -67,8 +67,9 @@ class JsonFormatter(logging.Formatter):
         return f"{self._second[1]}.{micros // 1000 % 1000:03d}+00:00"
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Send the root logger's records to stdout as JSON lines (uWSGI passes them on unchanged)."""
+def configure_logging(level: int | str = logging.INFO) -> None:
+    """Send the root logger's records of ``level`` and above (a number, or a name such as
+    "WARNING") to stdout as JSON lines (uWSGI passes them on unchanged)."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RequestContext())
