@@ -327,8 +327,8 @@ class Settings:
     )
     log_level: str = declare(
         "INFO",
-        "Lowest level of the app's log lines: INFO has each job's queued, retry and finished lines "
-        "(about 0.1 ms of each enqueue), WARNING only failures and problems; uWSGI's and nginx's stay",
+        "Lowest level of the app's log lines: INFO has each job's queued, retry and succeeded lines "
+        "(their cost: README, Logs), WARNING only failures and problems; uWSGI's and nginx's stay",
         _log_level,
     )
     node_name: str = declare(

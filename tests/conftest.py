@@ -265,6 +265,8 @@ class Stack(HttpStack):
             "PROCESSES": "4",
             "PYTHONPATH": str(Path(__file__).parent / "jobs_fixture"),
             "JOBS_IMPORT": "fixture_tasks",
+            # The tests read the app's INFO lines, whatever the shell running them has set.
+            "LOG_LEVEL": "INFO",
             **env,
         }
         self.log_path = root / "stack.log"

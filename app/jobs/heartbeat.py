@@ -69,6 +69,7 @@ class Heartbeat:
                 failing = True
             else:
                 if failing:
-                    log.info("heartbeat recorded again")
+                    # As loud as the warning it ends: at LOG_LEVEL=WARNING the recovery shows too.
+                    log.warning("heartbeat recorded again")
                 failing = False
             self._stopped.wait(self.interval)
