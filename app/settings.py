@@ -140,14 +140,9 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
 def _log_level(name: str, raw: str) -> str:
-    value = raw.strip().upper()
-    if value not in LOG_LEVELS:
-        raise SettingsError(f"{name}: expected one of {', '.join(LOG_LEVELS)}, got {raw!r}")
-    return value
+    """A level's name, in any case, as ``logging`` spells it."""
+    return _choice("debug", "info", "warning", "error")(name, raw).upper()
 
 
 def _modules(name: str, raw: str) -> tuple[str, ...]:
