@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import current_app
 
-from app.jobs import job, periodic
+from app.jobs import current_job, current_jobs, job, periodic
 
 
 def _ticks() -> Path:
@@ -17,8 +17,14 @@ def _ticks() -> Path:
 
 @periodic("fixture.tick", every=1, max_attempts=1)
 def tick() -> int:
-    """Appends its period and pid to DATA_DIR/ticks.log."""
-    slot = int(time.time())
+    """Appends its period and pid to DATA_DIR/ticks.log: the period it was enqueued for (the end of
+    its unique key), not the second it started in, which for a job that waited in a busy spooler
+    is the next period's."""
+    running = current_job()
+    assert running is not None
+    key = current_jobs().get(running.id).unique_key
+    assert key is not None
+    slot = int(key.rsplit(":", 1)[1])
     with _ticks().open("a") as log:
         log.write(f"{slot} {os.getpid()}\n")
     return slot
