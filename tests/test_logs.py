@@ -75,7 +75,8 @@ def test_log_level_warning_keeps_failures_and_drops_each_jobs_routine_lines(
     failed = stack.enqueue("diag.fail", {"times": 5}, backend="mule")
     stack.wait_for_job(done["id"], ("succeeded",))
     stack.wait_for_job(failed["id"], ("failed",), timeout=60)
-    # The failure is a WARNING: its line is written, so the lines before it have been too.
+    # The failure's WARNING line comes seconds after the no-op ended (three attempts, with backoff,
+    # through the same log pipe): an INFO line of the no-op would be in the log by then.
     wait_until(
         lambda: f"job {failed['id']} diag.fail failed after" in stack.logs(), timeout=10, what="the failure"
     )
