@@ -3,6 +3,7 @@ survive a failed COMMIT, and database errors answered by what they mean."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,10 +14,10 @@ from flask import Flask
 
 from app import db as db_module
 from app.db import SqliteDatabase
-from app.jobs import JobError, Jobs
+from app.jobs import JobError, Jobs, owner
 from app.jobs.backends.spooler import SPOOL_OK, SPOOL_RETRY, SpoolerBackend
 from app.jobs.maintenance import purge
-from app.jobs.runner import OutcomeNotRecorded
+from app.jobs.runner import OutcomeNotRecorded, Runner
 from app.jobs.schema import MIGRATIONS
 from app.jobs.store import new_job_id
 from tests.conftest import MakeJob
@@ -297,6 +298,43 @@ def test_an_outcome_the_database_refused_is_recorded_later_not_failed_as_lost(
     assert jobs.runner.run(job.id, allow_rerun=True).status == "succeeded"
     done = jobs.get(job.id)
     assert (done.status, done.attempts, done.error) == ("succeeded", 1, None)
+
+
+def test_an_outcome_kept_by_one_spooler_is_written_at_its_next_file_not_left_to_chance(
+    jobs: Jobs, make_job: MakeJob, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spooler A runs a job while the disk is full and keeps its result; the job's file then goes
+    to spooler B, which finds it running in A (alive) and puts it off for a second only; A writes
+    the result when it handles its next file, whichever, and B's next try finds the job done."""
+    first, second = make_job(task="diag.pid"), make_job()
+    files = {job.id: tmp_path / f"uwsgi_spoolfile_{job.id}" for job in (first, second)}
+    for file in files.values():
+        file.write_bytes(b"")
+
+    def message(job_id: str) -> dict[object, bytes]:
+        return {b"job": job_id.encode(), "spooler_task_name": files[job_id].name.encode()}
+
+    spooler = SpoolerBackend(Harakiri(), tmp_path, jobs.store)  # type: ignore[arg-type]
+    sibling = Runner(jobs.runner.app, jobs.store, jobs.registry)
+    here = owner.here
+    a = here(os.getppid())  # spooler A: another live process of this run
+    succeed = jobs.store.succeed
+    monkeypatch.setattr(jobs.store, "succeed", full_disk)
+    monkeypatch.setattr(owner, "here", lambda pid=None: a if pid is None else here(pid))
+    assert spooler.handle(jobs.runner, message(first.id)) == SPOOL_RETRY
+    monkeypatch.setattr(jobs.store, "succeed", succeed)
+    monkeypatch.setattr(owner, "here", here)  # spooler B, this process, with nothing kept
+
+    assert spooler.handle(sibling, message(first.id)) == SPOOL_RETRY
+    assert jobs.get(first.id).status == "running"
+    assert files[first.id].stat().st_mtime <= time.time() + 2  # a second, not RETRY_AFTER_INTERNAL_ERROR
+
+    monkeypatch.setattr(owner, "here", lambda pid=None: a if pid is None else here(pid))
+    assert spooler.handle(jobs.runner, message(second.id)) == SPOOL_OK
+    assert (jobs.get(first.id).status, jobs.get(first.id).attempts) == ("succeeded", 1)
+    monkeypatch.setattr(owner, "here", here)
+    assert spooler.handle(sibling, message(first.id)) == SPOOL_OK  # done: the file goes, not rerun
+    assert jobs.get(first.id).attempts == 1
 
 
 class Harakiri:

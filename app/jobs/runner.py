@@ -198,6 +198,24 @@ class Runner:
             return Outcome(job, Verdict.RUN, JobStatus.SUCCEEDED, pending=(job, result_json))
         return self._record(job.id, lambda: self._succeed(job, result_json))
 
+    def record_kept(self) -> list[Outcome]:
+        """Write the outcomes the database refused earlier in this process, without waiting for
+        each job to come back here: a spooler's file can go to a sibling spooler, which finds the
+        job still running in this live process and can only put it off. Returns those written;
+        those refused again stay kept."""
+        if not self._unrecorded:
+            return []
+        with self._unrecorded_lock:
+            kept = list(self._unrecorded.items())
+            self._unrecorded.clear()
+        written = []
+        for job_id, write in kept:
+            try:
+                written.append(self._record(job_id, write))
+            except OutcomeNotRecorded:
+                continue  # kept again by _record, for the next call
+        return written
+
     def _record(self, job_id: str, write: Callable[[], Outcome]) -> Outcome:
         """Run ``write``, the attempt's outcome; if the database refuses it, keep it for the job's
         next run here and raise ``OutcomeNotRecorded``."""

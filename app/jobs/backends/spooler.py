@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 SPOOL_OK = -2  # the task is finished: uWSGI deletes the file
 SPOOL_RETRY = -1  # keep the file; it runs again once its mtime has passed
 RETRY_AFTER_INTERNAL_ERROR = 5.0
+# A job found running in another live spooler of this node, which is not running its file (it
+# holds the file locked while it does): that spooler keeps an outcome the database refused, and
+# writes it at its next file (``Runner.record_kept``). Put off briefly, not for 5 s a time: the
+# file could keep going to this spooler (a full-disk test saw a job wait 60 s that way).
+RETRY_AFTER_BUSY = 1.0
 # Jobs per spool file that ``enqueue_many`` writes (33 bytes of the 64 KB packet each): few
 # enough that every spooler gets files of a large batch, many enough to spare a file per job.
 BATCH_JOBS = 100
@@ -119,6 +124,8 @@ class SpoolerBackend:
         if self.nice is not None and self._prioritised_pid != os.getpid():
             self.take_priority()
         path = self.spool_dir / os.path.basename(os.fsdecode(message.get("spooler_task_name", b"")))
+        if path in self._record_kept(runner):
+            return SPOOL_RETRY  # its retry was written just now, and is not due yet
         if b"jobs" in message:
             return self._handle_batch(runner, path, message[b"jobs"])
         try:
@@ -138,10 +145,27 @@ class SpoolerBackend:
             return self._postpone(path, time.time() + RETRY_AFTER_INTERNAL_ERROR)
         if outcome.verdict is Verdict.BUSY:
             log.warning("job %s is still running in another live process: file kept", job_id)
-            return self._postpone(path, time.time() + RETRY_AFTER_INTERNAL_ERROR)
+            return self._postpone(path, time.time() + RETRY_AFTER_BUSY)
         if outcome.retry_at is not None:
             return self._postpone(path, outcome.retry_at)
         return SPOOL_OK
+
+    def _record_kept(self, runner: Runner) -> set[Path]:
+        """Write this process's kept outcomes (``Runner.record_kept``); a retry written so keeps
+        its backoff: its file (the record's handle) is put off to the retry's time. Returns the
+        files put off; never raises."""
+        try:
+            written = runner.record_kept()
+        except Exception:
+            log.exception("kept job outcomes: internal error, tried again at the next file")
+            return set()
+        later = set()
+        for outcome in written:
+            if outcome.retry_at is not None and outcome.job is not None and outcome.job.handle:
+                file = Path(outcome.job.handle)
+                self._postpone(file, outcome.retry_at)
+                later.add(file)
+        return later
 
     def take_priority(self) -> None:
         """Renice this spooler process to ``nice``, once per process. uWSGI starts spoolers at
@@ -212,7 +236,7 @@ class SpoolerBackend:
             return time.time() + RETRY_AFTER_INTERNAL_ERROR, None
         if outcome.verdict is Verdict.BUSY:
             log.warning("job %s is still running in another live process: batch file kept", job_id)
-            return time.time() + RETRY_AFTER_INTERNAL_ERROR, None
+            return time.time() + RETRY_AFTER_BUSY, None
         if outcome.retry_at is not None and outcome.job is not None:
             # A file of its own, so that its backoff holds and the batch's file can go.
             try:
