@@ -10,9 +10,9 @@ over, overriding any client's copy) or whose upstream connection nginx has alrea
 
 from __future__ import annotations
 
-import errno
 import json
-import socket
+import select
+import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -37,23 +37,32 @@ def queued_seconds(environ: WSGIEnvironment, now: float) -> float | None:
 
 def upstream_closed() -> bool:
     """True when nginx has closed this request's connection to uWSGI (its client left, or it
-    timed out); False when it is open, or when not under uWSGI."""
+    timed out); False when it is open, or when not under uWSGI.
+
+    One ``poll`` of uWSGI's own fd for a hang-up: a read-side shutdown (``POLLRDHUP``: nginx
+    closed, whether or not body bytes are still pending), a reset or an error, which poll
+    reports unasked. A peek with ``recv`` said the same but cost a socket object per request:
+    the whole check took 10% of the peak requests/s of ``GET /api/info``, this one about 5%."""
     uwsgi = runtime.uwsgi_module()
     if uwsgi is None:
         return False
+    poll = getattr(_polls, "poll", None)
+    if poll is None:
+        # One per thread (a worker's threads each look at their own request's fd): a poll
+        # object is a set of fds kept in Python, nothing in the kernel, so a fork keeps it sound.
+        poll = _polls.poll = select.poll()
+    fd = uwsgi.connection_fd()
     try:
-        # uWSGI's own fd, wrapped without a dup() and let go (detach) rather than closed.
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, uwsgi.connection_fd())
-    except OSError:
-        return False
+        poll.register(fd, select.POLLRDHUP)
+    except (OSError, ValueError):
+        return False  # no connection to look at (a negative fd)
     try:
-        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False  # open, and no body bytes pending
-    except OSError as exc:
-        return exc.errno in (errno.ECONNRESET, errno.ENOTCONN, errno.EPIPE)
+        return bool(poll.poll(0))
     finally:
-        conn.detach()
+        poll.unregister(fd)
+
+
+_polls = threading.local()
 
 
 class QueueShedding:
