@@ -13,7 +13,7 @@ from typing import Any
 from bench.config import Config, Progress, fmt, spread
 from bench.load import LoadResult, open_loop, wrk
 from bench.procs import Server, scratch_dir, wait_until
-from bench.servers import AUTH, Stack, answers, bare_uwsgi, gunicorn, plain_nginx
+from bench.servers import APP_MODULE, AUTH, MINIMAL_MODULE, Stack, answers, bare_uwsgi, gunicorn, plain_nginx
 
 PROCESSES = 4
 THREADS = 1
@@ -35,19 +35,22 @@ def _stack_uwsgi(exit: ExitStack) -> tuple[int, str]:
     return _behind_nginx(exit, stack.state, stack.socket, "uwsgi"), stack.command + " + plain nginx"
 
 
-def _bare_uwsgi(exit: ExitStack) -> tuple[int, str]:
-    state = scratch_dir("bare")
-    sock = state / "app.sock"
-    server = bare_uwsgi("bare uWSGI", state, sock, PROCESSES, THREADS)
-    _start(exit, server, sock)
-    return _behind_nginx(exit, state, sock, "uwsgi"), " ".join(server.command)
-
-
-def _gunicorn(worker_class: str) -> Callable[[ExitStack], tuple[int, str]]:
+def _bare_uwsgi(module: str = APP_MODULE) -> Callable[[ExitStack], tuple[int, str]]:
     def start(exit: ExitStack) -> tuple[int, str]:
-        state = scratch_dir(f"gunicorn-{worker_class}")
+        state = scratch_dir("bare" if module == APP_MODULE else "bare-minimal")
         sock = state / "app.sock"
-        server = gunicorn(f"gunicorn {worker_class}", state, sock, PROCESSES, THREADS, worker_class)
+        server = bare_uwsgi("bare uWSGI", state, sock, PROCESSES, THREADS, module)
+        _start(exit, server, sock)
+        return _behind_nginx(exit, state, sock, "uwsgi"), " ".join(server.command)
+
+    return start
+
+
+def _gunicorn(worker_class: str, module: str = APP_MODULE) -> Callable[[ExitStack], tuple[int, str]]:
+    def start(exit: ExitStack) -> tuple[int, str]:
+        state = scratch_dir(f"gunicorn-{worker_class}" + ("" if module == APP_MODULE else "-minimal"))
+        sock = state / "app.sock"
+        server = gunicorn(f"gunicorn {worker_class}", state, sock, PROCESSES, THREADS, worker_class, module)
         _start(exit, server, sock)
         return _behind_nginx(exit, state, sock, "http"), " ".join(server.command)
 
@@ -81,9 +84,18 @@ def _behind_nginx(exit: ExitStack, state: Path, sock: Path, protocol: str) -> in
 CASES: dict[str, Callable[[ExitStack], tuple[int, str]]] = {
     "this stack (launcher, uwsgi.ini, its nginx)": _stack,
     "this stack's uWSGI, plain nginx": _stack_uwsgi,
-    "bare uWSGI (minimal config)": _bare_uwsgi,
+    "bare uWSGI (minimal config)": _bare_uwsgi(),
     "gunicorn sync": _gunicorn("sync"),
     "gunicorn gthread": _gunicorn("gthread"),
+}
+# Peak only: bench.minimal_app (Flask and one route) on bare uWSGI and on gunicorn sync. Flask's
+# own work is common to every server and bounds the ratio between them: this pair's ratio is the
+# most that any uWSGI setting could make of the real app's.
+MINIMAL_UWSGI = "bare uWSGI, minimal Flask app"
+MINIMAL_SYNC = "gunicorn sync, minimal Flask app"
+CEILING: dict[str, Callable[[ExitStack], tuple[int, str]]] = {
+    MINIMAL_UWSGI: _bare_uwsgi(MINIMAL_MODULE),
+    MINIMAL_SYNC: _gunicorn("sync", MINIMAL_MODULE),
 }
 SYNC = "gunicorn sync"
 BARE = "bare uWSGI (minimal config)"
@@ -99,16 +111,16 @@ def _url(port: int) -> str:
 
 def run(config: Config, progress: Progress) -> dict[str, Any]:
     rows: dict[str, Any] = {}
-    steps = len(CASES) * config.repeats * (1 + len(LOADS))
+    steps = len(CASES) * config.repeats * (1 + len(LOADS)) + len(CEILING) * config.repeats
     step = 0
     # Every server runs at once (idle ones cost nothing) and the repeats go round them in turn:
     # a burst of other load on the machine then falls on all of them, not on one server's runs.
     with ExitStack() as exit:
         urls: dict[str, tuple[int, str]] = {}
-        for name, start in CASES.items():
+        for name, start in {**CASES, **CEILING}.items():
             urls[name] = start(exit)
             wrk(_url(urls[name][0]), connections=config.connections, seconds=1, headers=AUTH)  # warm-up
-        peaks: dict[str, list[LoadResult]] = {name: [] for name in CASES}
+        peaks: dict[str, list[LoadResult]] = {name: [] for name in urls}
         for _ in range(config.repeats):
             for name, (port, _command) in urls.items():
                 step += 1
@@ -117,7 +129,8 @@ def run(config: Config, progress: Progress) -> dict[str, Any]:
         opens: dict[str, dict[str, list[LoadResult]]] = {name: {} for name in CASES}
         for load in LOADS:
             for _ in range(config.repeats):
-                for name, (port, _command) in urls.items():
+                for name in CASES:
+                    port = urls[name][0]
                     step += 1
                     rate = spread([r.rate for r in peaks[name]])["median"] * load
                     progress("http", step, steps, f"{name}: open loop at {rate:,.0f}/s")
@@ -137,13 +150,22 @@ def run(config: Config, progress: Progress) -> dict[str, Any]:
                     "errors": sum(r.errors for r in results),
                     **{p: spread([r.percentiles[p] for r in results]) for p in ("p50", "p99", "p99.9")},
                 }
-                for load, results in opens[name].items()
+                for load, results in opens.get(name, {}).items()
             },
         }
+    ceiling = {name: rows.pop(name) for name in CEILING}
     for row in rows.values():
         row["vs_gunicorn_sync"] = row["peak"]["median"] / rows[SYNC]["peak"]["median"]
         row["vs_bare_uwsgi"] = row["peak"]["median"] / rows[BARE]["peak"]["median"]
-    return {"processes": PROCESSES, "threads": THREADS, "path": PATH, "rows": rows}
+    minimal_ratio = ceiling[MINIMAL_UWSGI]["peak"]["median"] / ceiling[MINIMAL_SYNC]["peak"]["median"]
+    return {
+        "processes": PROCESSES,
+        "threads": THREADS,
+        "path": PATH,
+        "rows": rows,
+        "ceiling": ceiling,
+        "minimal_vs_gunicorn_sync": minimal_ratio,
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -163,6 +185,22 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {name} | {fmt(row['peak'])} | {row['vs_gunicorn_sync']:.2f}x | {row['vs_bare_uwsgi']:.2f}x "
             f"| {row['peak_errors']} |"
         )
+    ceiling = result.get("ceiling")
+    if ceiling:
+        sync = ceiling[MINIMAL_SYNC]["peak"]["median"]
+        lines += [
+            "",
+            "What bounds these ratios: Flask's own work per request, the same under every server. The "
+            "same document from a minimal Flask app (`bench/minimal_app.py`: one route, nothing of "
+            "this app), closed loop, measured in the same rounds:",
+            "",
+            "| server | peak req/s | vs gunicorn sync, minimal app | errors |",
+            "|---|---|---|---|",
+        ]
+        for name, row in ceiling.items():
+            lines.append(
+                f"| {name} | {fmt(row['peak'])} | {row['peak']['median'] / sync:.2f}x | {row['peak_errors']} |"
+            )
     lines += [
         "",
         "| server | load | offered req/s | sent req/s | p50 ms | p99 ms | p99.9 ms | errors |",
@@ -178,13 +216,15 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], axes: Any) -> None:
-    names = list(result["rows"])
-    peaks = [result["rows"][n]["peak"] for n in names]
+    everything = {**result["rows"], **result.get("ceiling", {})}
+    names = list(everything)
+    peaks = [everything[n]["peak"] for n in names]
     medians = [p["median"] for p in peaks]
     errs = [
         [m - p["min"] for m, p in zip(medians, peaks, strict=True)],
         [p["max"] - m for m, p in zip(medians, peaks, strict=True)],
     ]
-    axes.barh([n.split(" (")[0] for n in names], medians, xerr=errs, color="#4477aa")
+    colours = ["#4477aa" if n in result["rows"] else "#bbbbbb" for n in names]
+    axes.barh([n.split(" (")[0] for n in names], medians, xerr=errs, color=colours)
     axes.set_xlabel("requests/s (closed loop, wrk -t1)")
     axes.set_title(f"GET {result['path']} through nginx, {result['processes']} processes")

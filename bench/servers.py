@@ -127,7 +127,14 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def bare_uwsgi(name: str, state: Path, socket_path: Path, processes: int, threads: int) -> Server:
+# The WSGI callable every server runs; bench.minimal_app's is Flask with nothing of the app.
+APP_MODULE = "app.wsgi:app"
+MINIMAL_MODULE = "bench.minimal_app:app"
+
+
+def bare_uwsgi(
+    name: str, state: Path, socket_path: Path, processes: int, threads: int, module: str = APP_MODULE
+) -> Server:
     """uWSGI with a minimal configuration: master, processes, threads, the app; nothing else."""
     argv = [
         str(PROJECT_PYTHON.parent / "uwsgi"),
@@ -140,14 +147,20 @@ def bare_uwsgi(name: str, state: Path, socket_path: Path, processes: int, thread
         "--socket",
         str(socket_path),
         "--module",
-        "app.wsgi:app",
+        module,
         "--disable-logging",
     ]
     return Server(name, argv, state / "server.log", app_env(state, processes=processes, threads=threads))
 
 
 def gunicorn(
-    name: str, state: Path, socket_path: Path, processes: int, threads: int, worker_class: str
+    name: str,
+    state: Path,
+    socket_path: Path,
+    processes: int,
+    threads: int,
+    worker_class: str,
+    module: str = APP_MODULE,
 ) -> Server:
     """gunicorn serving the same Flask app (``sync`` or ``gthread``), preloaded like uWSGI's."""
     argv = [
@@ -159,7 +172,7 @@ def gunicorn(
         "--bind",
         f"unix:{socket_path}",
         "--preload",
-        "app.wsgi:app",
+        module,
     ]
     if worker_class == "gthread":
         argv[5:5] = ["--threads", str(threads)]
