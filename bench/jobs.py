@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import Config, Progress
+from bench.config import Config, Progress, fmt, spread
 from bench.load import open_loop, percentile, wrk
 from bench.peers import read_stamps
 from bench.procs import BENCH_BIN, ROOT, Server, free_port, scratch_dir, wait_until
@@ -48,6 +48,30 @@ def _summary(
         "end_to_end_rate": count / span,
         "end_to_end_s": span,
     }
+
+
+# The figures of one run that a row reports as the median of its repeats (min-max beside it).
+REPEATED = ("enqueue_us_p50", "enqueue_us_p99", "enqueue_rate", "end_to_end_rate", "end_to_end_s")
+
+
+def _repeated(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the repeats of a case: each figure of ``REPEATED`` the median of the runs
+    (NaN where a run has none, as over HTTP, which times no single enqueue), its spread kept
+    under "spread"; counts summed; the rest from the first run."""
+    row = dict(runs[0])
+    row["runs"] = len(runs)
+    row["spread"] = {}
+    for key in REPEATED:
+        values = [run[key] for run in runs]
+        if any(value != value for value in values):
+            row[key] = float("nan")
+            continue
+        row["spread"][key] = spread(values)
+        row[key] = row["spread"][key]["median"]
+    for key in ("jobs", "refused", "succeeded"):
+        if key in row:
+            row[key] = sum(run[key] for run in runs)
+    return row
 
 
 def _waits(pairs: list[tuple[float, float]]) -> dict[str, float]:
@@ -310,16 +334,20 @@ def run_peer(
         stamped(WORKERS * 2, warm)
         time.sleep(0.5)
 
-        progress(f"{peer.name}: {config.jobs:,} jobs")
-        micros = []
-        first = time.time()
-        for _ in range(config.jobs):
-            started = time.perf_counter()
-            enqueue(time.time())
-            micros.append((time.perf_counter() - started) * 1e6)
-        enqueued = time.time()
-        pairs = stamped(config.jobs, first)
-        result = _summary(micros, first, enqueued, max(s for _, s in pairs), len(pairs))
+        runs = []
+        for repeat in range(config.repeats):
+            progress(f"{peer.name}: {config.jobs:,} jobs ({repeat + 1} of {config.repeats})")
+            micros = []
+            first = time.time()
+            for _ in range(config.jobs):
+                started = time.perf_counter()
+                enqueue(time.time())
+                micros.append((time.perf_counter() - started) * 1e6)
+            enqueued = time.time()
+            pairs = stamped(config.jobs, first)
+            runs.append(_summary(micros, first, enqueued, max(s for _, s in pairs), len(pairs)))
+            time.sleep(0.5)  # idle again before the next clock starts
+        result = _repeated(runs)
 
         rate = WAIT_RATES[0]
         progress(f"{peer.name}: queue wait at {rate}/s")
@@ -344,7 +372,8 @@ def run_peer(
 def run(config: Config, progress: Progress) -> dict[str, Any]:
     state = scratch_dir("jobs")
     all_peers = peers()
-    steps = 10 + 2 * len(all_peers)
+    repeats = config.repeats
+    steps = 5 * repeats + 5 + (repeats + 1) * len(all_peers)
     step = 0
 
     def say(what: str) -> None:
@@ -366,30 +395,46 @@ def run(config: Config, progress: Progress) -> dict[str, Any]:
     try:
         verbose.stack.start()
         verbose.in_process("spooler", 20)
-        say(f"this stack, spooler, LOG_LEVEL=INFO: {config.jobs:,} jobs enqueued in-process")
-        info = verbose.in_process("spooler", config.jobs)
+        info_runs = []
+        for repeat in range(repeats):
+            of = f"({repeat + 1} of {repeats})"
+            say(f"this stack, spooler, LOG_LEVEL=INFO: {config.jobs:,} jobs in-process {of}")
+            info_runs.append(verbose.in_process("spooler", config.jobs))
+        info = _repeated(info_runs)
         info["settings"] = STACK_SETTINGS.replace("WARNING", "INFO (the default: 2 lines a job)")
     finally:
         verbose.stack.server.stop()
     rows: dict[str, Any] = {}
     waits: dict[str, Any] = {}
+    one, batch = (
+        "this stack: spooler, enqueued in a request",
+        f"this stack: spooler, enqueue_many ({CHUNK} a call)",
+    )
+    mule, http = (
+        "this stack: mule, enqueued in a request",
+        f"this stack: spooler, POST /api/jobs x {HTTP_CLIENTS} clients",
+    )
+    runs: dict[str, list[dict[str, Any]]] = {one: [], batch: [], mule: [], http: []}
     stack = StackJobs()  # its ports chosen now, free after the INFO stack's minutes
     try:
         stack.stack.start()
         stack.in_process("spooler", 20)  # warm-up: every worker's connection open
-        say(f"this stack, spooler: {config.jobs:,} jobs enqueued in-process")
-        rows["this stack: spooler, enqueued in a request"] = stack.in_process("spooler", config.jobs)
-        rows["this stack: spooler, enqueued in a request, LOG_LEVEL=INFO"] = info
-        say(f"this stack, spooler: {config.jobs:,} jobs enqueued in batches of {CHUNK}")
-        rows[f"this stack: spooler, enqueue_many ({CHUNK} a call)"] = stack.in_process(
-            "spooler", config.jobs, batch=True
-        )
-        say(f"this stack, mule: {config.jobs:,} jobs enqueued in-process")
-        rows["this stack: mule, enqueued in a request"] = stack.in_process("mule", config.jobs)
-        say(f"this stack, spooler: enqueued over HTTP by {HTTP_CLIENTS} clients")
-        rows[f"this stack: spooler, POST /api/jobs x {HTTP_CLIENTS} clients"] = stack.over_http(
-            "spooler", config.seconds, script
-        )
+        # The repeats go round the cases in turn, as in the HTTP table: a burst of other load on
+        # the machine then falls on all of them rather than on one case's runs.
+        for repeat in range(repeats):
+            of = f"({repeat + 1} of {repeats})"
+            say(f"this stack, spooler: {config.jobs:,} jobs enqueued in-process {of}")
+            runs[one].append(stack.in_process("spooler", config.jobs))
+            say(f"this stack, spooler: {config.jobs:,} jobs enqueued in batches of {CHUNK} {of}")
+            runs[batch].append(stack.in_process("spooler", config.jobs, batch=True))
+            say(f"this stack, mule: {config.jobs:,} jobs enqueued in-process {of}")
+            runs[mule].append(stack.in_process("mule", config.jobs))
+            say(f"this stack, spooler: enqueued over HTTP by {HTTP_CLIENTS} clients {of}")
+            runs[http].append(stack.over_http("spooler", config.seconds, script))
+        rows[one] = _repeated(runs[one])
+        rows[f"{one}, LOG_LEVEL=INFO"] = info
+        for name in (batch, mule, http):
+            rows[name] = _repeated(runs[name])
         for rate in WAIT_RATES:
             say(f"this stack, spooler: queue wait at {rate}/s")
             waits[f"{rate}/s, idle"] = stack.constant_rate(rate, config.wait_seconds, busy=False)
@@ -440,12 +485,28 @@ def _redis_up(port: int) -> bool:
         return False
 
 
+def _cell(row: dict[str, Any], key: str) -> str:
+    """A figure of a row: the median with min-max of its repeats, "-" when it has none."""
+    if row[key] != row[key]:
+        return "-"
+    if key in row.get("spread", {}):
+        return fmt(row["spread"][key])
+    return f"{row[key]:,.0f}"
+
+
 def markdown(result: dict[str, Any]) -> str:
+    runs = max(row.get("runs", 1) for row in result["rows"].values())
     lines = [
         f"{result['jobs']:,} no-op jobs per system, {result['workers']} worker processes (spoolers, mules, "
         "workers) started and idle beforehand. Enqueue: one call in the enqueuing process (this stack: "
         "inside a request; the peers: a plain Python process). End to end: first enqueue to last job start. "
-        f"Queue wait: enqueue to start, at a constant {WAIT_RATES[0]} jobs/s.",
+        f"Queue wait: enqueue to start, at a constant {WAIT_RATES[0]} jobs/s."
+        + (
+            f" Enqueue and end to end: median (min-max) of {runs} runs of {result['jobs']:,} jobs each,"
+            " the cases of this stack taken in turn; queue wait: one run."
+            if runs > 1
+            else ""
+        ),
         "",
         "| system | enqueue p50 us | enqueue p99 us | enqueue jobs/s | end to end jobs/s | "
         f"queue wait p50 ms at {WAIT_RATES[0]}/s | p99 ms | settings |",
@@ -459,12 +520,10 @@ def markdown(result: dict[str, Any]) -> str:
         settings = row.get("settings", STACK_SETTINGS)
         if row.get("refused"):
             settings += f"; {row['refused']} refused (queue full)"
-        enqueue = "-" if row["enqueue_us_p50"] != row["enqueue_us_p50"] else f"{row['enqueue_us_p50']:,.0f}"
-        enqueue99 = "-" if row["enqueue_us_p99"] != row["enqueue_us_p99"] else f"{row['enqueue_us_p99']:,.0f}"
-        lines.append(
-            f"| {name} | {enqueue} | {enqueue99} | {row['enqueue_rate']:,.0f} | "
-            f"{row['end_to_end_rate']:,.0f} | {p50} | {p99} | {settings} |"
-        )
+        cells = [
+            _cell(row, key) for key in ("enqueue_us_p50", "enqueue_us_p99", "enqueue_rate", "end_to_end_rate")
+        ]
+        lines.append(f"| {name} | {' | '.join(cells)} | {p50} | {p99} | {settings} |")
     lines += [
         "",
         "This stack's spooler, queue wait from its records (created to started), jobs POSTed to /api/jobs "

@@ -4,6 +4,7 @@ survive a failed COMMIT, and database errors answered by what they mean."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -413,3 +414,27 @@ def test_the_job_store_keeps_no_page_views_which_are_the_examples(jobs: Jobs) ->
     tables = {row[0] for row in jobs.db.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "counters" not in tables and "jobs" in tables
     assert not hasattr(jobs.store, "increment")
+
+
+def test_the_spooler_function_wakes_its_own_scan_after_every_file_even_a_failed_one(
+    jobs: Jobs, make_job: MakeJob, tmp_path: Path
+) -> None:
+    """uWSGI signals only an idle spooler when a file is written: a file written while it ran a
+    job, behind its readdir pass, would wait for the next periodic scan (a second). After every
+    file the spooler function sends its own process uWSGI's wake-up (SIGUSR1), so another pass
+    follows; here it is caught instead of reaching uWSGI's handler."""
+    woken: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: woken.append(signum))
+    try:
+        spooler = SpoolerBackend(Harakiri(), tmp_path, jobs.store)  # type: ignore[arg-type]
+        job = make_job()
+        file = tmp_path / f"uwsgi_spoolfile_{job.id}"
+        file.write_bytes(b"")
+        message = {b"job": job.id.encode(), "spooler_task_name": file.name.encode()}
+        assert spooler.spooler_function(jobs.runner, message) == SPOOL_OK
+        assert woken == [signal.SIGUSR1]
+        # A file with no job in it is dropped, and the scan woken all the same.
+        assert spooler.spooler_function(jobs.runner, {"spooler_task_name": b"junk"}) == SPOOL_OK
+        assert woken == [signal.SIGUSR1] * 2
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

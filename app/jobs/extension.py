@@ -102,7 +102,7 @@ class Jobs:
         assert uwsgi is not None
         runner = self.runner
         spooler = self.spooler
-        uwsgi.spooler = lambda message: spooler.handle(runner, message)
+        uwsgi.spooler = lambda message: spooler.spooler_function(runner, message)
         mule = self.backends.get("mule")
         if isinstance(mule, MuleBackend):
             uwsgi.mule_msg_hook = lambda message: mule.handle(runner, message)

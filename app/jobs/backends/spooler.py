@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,8 +120,25 @@ class SpoolerBackend:
             with contextlib.suppress(OSError):
                 os.unlink(job.handle)
 
+    def spooler_function(self, runner: Runner, message: dict[Any, Any]) -> int:
+        """What uWSGI calls with each spool file: ``handle`` it, then wake this spooler's own scan.
+
+        uWSGI wakes a spooler (SIGUSR1) when a file is written only if that spooler is idle, and
+        a spooler's scan is one pass of readdir: a file written while the spooler runs a job,
+        into a slot of the directory its pass has gone by, is seen at the next periodic scan
+        only, a second later (spooler-frequency). The end of a burst hit it every time in probes
+        (400 jobs enqueued in 0.1 s: the last ones started 1.03-1.05 s after the last enqueue,
+        end to end 345 jobs/s). With a wake-up of its own after every file, a pass that ran a
+        job is always followed by another; what it costs is one empty readdir per job once a
+        burst is over."""
+        try:
+            return self.handle(runner, message)
+        finally:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
     def handle(self, runner: Runner, message: dict[Any, Any]) -> int:
-        """The spooler function: never raises, since uWSGI would retry a raising task forever."""
+        """Run the job (or batch) of one spool file; never raises, since uWSGI would retry a
+        raising task forever."""
         if self.nice is not None and self._prioritised_pid != os.getpid():
             self.take_priority()
         path = self.spool_dir / os.path.basename(os.fsdecode(message.get("spooler_task_name", b"")))
