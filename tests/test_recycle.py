@@ -33,7 +33,7 @@ def test_resident_bytes_reads_this_process() -> None:
 
 
 def test_min_worker_lifetime_is_uwsgis_option_else_its_default() -> None:
-    assert min_worker_lifetime(fake_uwsgi()) == 60
+    assert min_worker_lifetime(fake_uwsgi()) == 10  # uWSGI 2.0.x, core/uwsgi.c
     assert min_worker_lifetime(fake_uwsgi(**{"min-worker-lifetime": b"3"})) == 3
 
 

@@ -5,8 +5,8 @@ worker's 175 us of CPU per ``GET /api/info`` (notes/README-perf.md), the dearest
 uwsgi.ini. This reads ``/proc/self/statm`` every 64th request instead and, above the limit,
 recycles the worker as uWSGI would: SIGHUP to the request's own thread makes uWSGI finish the
 request, end the worker and fork a fresh one (its ``gracefully_kill``, as in a reload). Like
-uWSGI, it leaves alone a worker younger than ``min-worker-lifetime`` (60 s unless set), so that
-a limit below a fresh worker's size recycles once a minute, not in a loop.
+uWSGI, it leaves alone a worker younger than ``min-worker-lifetime`` (10 s unless set), so that
+a limit below a fresh worker's size recycles every 10 s, not in a loop.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from types import ModuleType
 log = logging.getLogger(__name__)
 
 CHECK_EVERY = 64
-# uWSGI's default min-worker-lifetime: no worker is recycled younger than this.
-MIN_WORKER_LIFETIME = 60.0
+# uWSGI's default min-worker-lifetime (core/uwsgi.c): no worker is recycled younger than this.
+MIN_WORKER_LIFETIME = 10.0
 
 
 def resident_bytes() -> int:
