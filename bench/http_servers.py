@@ -1,4 +1,5 @@
-"""Table 1, HTTP: this stack beside gunicorn (sync, gthread) and bare uWSGI, all behind nginx.
+"""Table 1, HTTP: this stack beside gunicorn (sync, gthread) and bare uWSGI, all behind nginx,
+and a minimal Flask app on bare uWSGI and gunicorn sync: the ceiling of their ratio (peak only).
 
 Closed loop (wrk -t1) finds each server's peak; then a constant-rate run at 50% and 90% of
 that peak gives p50/p99/p99.9 from the intended send times."""

@@ -34,6 +34,12 @@ FINISH_TIMEOUT = 600.0
 # for one row at its default, INFO, which logs two lines a job through uWSGI's log pipe.
 LOG_LEVEL = "WARNING"
 STACK_SETTINGS = "2 spoolers (nice 19), 2 mules, LOG_LEVEL=WARNING; every job's record kept"
+# The rows of this stack (bench.targets judges the first two).
+SPOOLER = "this stack: spooler, enqueued in a request"
+SPOOLER_INFO = f"{SPOOLER}, LOG_LEVEL=INFO"
+SPOOLER_BATCH = f"this stack: spooler, enqueue_many ({CHUNK} a call)"
+MULE = "this stack: mule, enqueued in a request"
+SPOOLER_HTTP = f"this stack: spooler, POST /api/jobs x {HTTP_CLIENTS} clients"
 
 
 def _summary(
@@ -389,8 +395,8 @@ def run(config: Config, progress: Progress) -> dict[str, Any]:
     # What the default log level costs: the first row of the main stack with every job's two INFO
     # lines. It runs first, so that the target's row is never the favoured one: a row measured
     # later in a run came out slower in both orders tried (WARNING first 0.26 ms, INFO after it
-    # 1.11 ms; INFO first 0.48 ms, WARNING after it 0.64 ms), the spool files deleted before it
-    # being one suspect (README, Performance).
+    # 1.11 ms; INFO first 0.48 ms, WARNING after it 0.64 ms). Not the spool directory the first
+    # row leaves behind: a fresh one swapped in after 10,000 jobs changed nothing.
     verbose = StackJobs("jobs-stack-info", log_level="INFO")
     try:
         verbose.stack.start()
@@ -406,15 +412,7 @@ def run(config: Config, progress: Progress) -> dict[str, Any]:
         verbose.stack.server.stop()
     rows: dict[str, Any] = {}
     waits: dict[str, Any] = {}
-    one, batch = (
-        "this stack: spooler, enqueued in a request",
-        f"this stack: spooler, enqueue_many ({CHUNK} a call)",
-    )
-    mule, http = (
-        "this stack: mule, enqueued in a request",
-        f"this stack: spooler, POST /api/jobs x {HTTP_CLIENTS} clients",
-    )
-    runs: dict[str, list[dict[str, Any]]] = {one: [], batch: [], mule: [], http: []}
+    runs: dict[str, list[dict[str, Any]]] = {SPOOLER: [], SPOOLER_BATCH: [], MULE: [], SPOOLER_HTTP: []}
     stack = StackJobs()  # its ports chosen now, free after the INFO stack's minutes
     try:
         stack.stack.start()
@@ -424,16 +422,16 @@ def run(config: Config, progress: Progress) -> dict[str, Any]:
         for repeat in range(repeats):
             of = f"({repeat + 1} of {repeats})"
             say(f"this stack, spooler: {config.jobs:,} jobs enqueued in-process {of}")
-            runs[one].append(stack.in_process("spooler", config.jobs))
+            runs[SPOOLER].append(stack.in_process("spooler", config.jobs))
             say(f"this stack, spooler: {config.jobs:,} jobs enqueued in batches of {CHUNK} {of}")
-            runs[batch].append(stack.in_process("spooler", config.jobs, batch=True))
+            runs[SPOOLER_BATCH].append(stack.in_process("spooler", config.jobs, batch=True))
             say(f"this stack, mule: {config.jobs:,} jobs enqueued in-process {of}")
-            runs[mule].append(stack.in_process("mule", config.jobs))
+            runs[MULE].append(stack.in_process("mule", config.jobs))
             say(f"this stack, spooler: enqueued over HTTP by {HTTP_CLIENTS} clients {of}")
-            runs[http].append(stack.over_http("spooler", config.seconds, script))
-        rows[one] = _repeated(runs[one])
-        rows[f"{one}, LOG_LEVEL=INFO"] = info
-        for name in (batch, mule, http):
+            runs[SPOOLER_HTTP].append(stack.over_http("spooler", config.seconds, script))
+        rows[SPOOLER] = _repeated(runs[SPOOLER])
+        rows[SPOOLER_INFO] = info
+        for name in (SPOOLER_BATCH, MULE, SPOOLER_HTTP):
             rows[name] = _repeated(runs[name])
         for rate in WAIT_RATES:
             say(f"this stack, spooler: queue wait at {rate}/s")

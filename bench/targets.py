@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.http_servers import STACK, STACK_UWSGI
-
-SPOOLER = "this stack: spooler, enqueued in a request"
-SPOOLER_INFO = f"{SPOOLER}, LOG_LEVEL=INFO"
+from bench.jobs import SPOOLER, SPOOLER_BATCH, SPOOLER_INFO
 
 
 def check(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
@@ -44,9 +42,8 @@ def check(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             default = rows[SPOOLER_INFO]["enqueue_us_p50"] / 1000
             measured += f" (at LOG_LEVEL=INFO, the default: {default:.3f} ms)"
         found.append(("spooler enqueue with its record, in-process, median <= 0.3 ms", measured, p50 <= 0.3))
-        batch = [name for name in rows if name.startswith("this stack: spooler, enqueue_many")]
-        if batch:
-            per_job = rows[batch[0]]["enqueue_us_p50"] / 1000
+        if SPOOLER_BATCH in rows:
+            per_job = rows[SPOOLER_BATCH]["enqueue_us_p50"] / 1000
             found.append(("the same, enqueue_many (per job)", f"{per_job:.3f} ms", per_job <= 0.3))
         ours = {
             name: row["end_to_end_rate"]

@@ -416,7 +416,7 @@ def test_the_job_store_keeps_no_page_views_which_are_the_examples(jobs: Jobs) ->
     assert not hasattr(jobs.store, "increment")
 
 
-def test_the_spooler_function_wakes_its_own_scan_after_every_file_even_a_failed_one(
+def test_the_spooler_function_wakes_its_own_scan_after_every_file_even_one_without_a_job(
     jobs: Jobs, make_job: MakeJob, tmp_path: Path
 ) -> None:
     """uWSGI signals only an idle spooler when a file is written: a file written while it ran a
