@@ -113,21 +113,41 @@ def test_a_writer_gives_up_with_the_busy_error_after_the_busy_timeout(
 def test_a_workers_commits_leave_sqlites_checkpoints_to_the_job_processes(
     jobs: Jobs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After uWSGI's fork, a worker's connections checkpoint at 4x the WAL pages a spooler's or
-    a mule's do: the processes that write every job's start and end checkpoint, not an enqueue."""
+    """After uWSGI's fork, a worker's connections checkpoint every 4x the commits a spooler's or
+    a mule's do, and never force one: the processes that write every job's start and end
+    checkpoint, not an enqueue."""
     assert isinstance(jobs.db, SqliteDatabase)
     monkeypatch.setattr(jobs.db, "serves_requests", jobs.db.serves_requests)
     monkeypatch.setattr(jobs.heartbeat, "start", lambda: None)
     jobs.after_fork(0)  # a spooler or a mule
-    assert jobs.db.checkpoint_pages == db_module.WAL_AUTOCHECKPOINT_PAGES
+    assert jobs.db.checkpoint_every == db_module.CHECKPOINT_EVERY
     assert jobs.db.bounds_wal
     jobs.after_fork(1)  # worker 1
-    assert jobs.db.checkpoint_pages == db_module.WORKER_AUTOCHECKPOINT_PAGES
+    assert jobs.db.checkpoint_every == db_module.WORKER_CHECKPOINT_EVERY > db_module.CHECKPOINT_EVERY
     assert not jobs.db.bounds_wal  # no request waits for a forced checkpoint
-    # A connection made from then on (each of a worker's threads makes its own) takes it.
+    # No connection (each of a worker's threads makes its own) checkpoints after its commits by
+    # itself: SQLite's would, once the WAL is past its pages, after every commit.
     with ThreadPoolExecutor(1) as thread:
         autocheckpoint = thread.submit(jobs.db.read, "PRAGMA wal_autocheckpoint").result()[0][0]
-    assert autocheckpoint == db_module.WORKER_AUTOCHECKPOINT_PAGES > db_module.WAL_AUTOCHECKPOINT_PAGES
+    assert autocheckpoint == 0
+
+
+@pytest.mark.parametrize("serves_requests", [False, True])
+def test_commits_checkpoint_every_so_many_and_the_wal_stays_small(tmp_path: Path, serves_requests: bool) -> None:
+    """With SQLite's own checkpoints off, ``write`` checkpoints every ``checkpoint_every``
+    commits: a lone writer's WAL then starts again from its beginning, cut back to
+    WAL_SIZE_LIMIT, instead of holding every commit (10 x 16 KB a commit here)."""
+    db = SqliteDatabase(tmp_path / "db.sqlite3")
+    db.serves_requests = serves_requests
+    conn = db.connection()
+    conn.execute("CREATE TABLE blobs (data BLOB)")
+    commits = 10 * db.checkpoint_every
+    for _ in range(commits):
+        with db.write() as tx:
+            tx.execute("INSERT INTO blobs VALUES (zeroblob(16000))")
+    assert db.wal_path().stat().st_size <= db_module.WAL_SIZE_LIMIT + db.checkpoint_every * 20_000
+    assert db.wal_path().stat().st_size < commits * 16_000 / 2
+    assert db.read("SELECT count(*) FROM blobs")[0][0] == commits
 
 
 def test_job_ids_are_32_hex_digits_that_sort_by_creation_time() -> None:
@@ -150,10 +170,10 @@ def test_the_wal_is_bounded_and_checkpointed_to_nothing(tmp_path: Path) -> None:
 
 
 def _grow_wal(db: SqliteDatabase, commits: int) -> None:
-    """``commits`` write transactions of 16 KB each, SQLite's own checkpoints switched off: as
-    they are in effect when writers never leave the WAL alone (each finds new frames behind it)."""
+    """``commits`` write transactions of 16 KB each, the passive checkpoints of ``write`` leaving
+    the WAL as it is: as they do when writers never leave it alone (each finds frames behind it)."""
+    db._checkpoint_passive = lambda conn: None  # type: ignore[method-assign]
     conn = db.connection()
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
     conn.execute("CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
     for _ in range(commits):
         with db.write() as tx:
@@ -173,8 +193,10 @@ def test_a_wal_that_is_never_checkpointed_is_truncated_once_past_its_bound(
 
     worker = SqliteDatabase(tmp_path / "worker.sqlite3")
     worker.serves_requests = True
+    forced = []
+    monkeypatch.setattr(worker, "checkpoint", lambda *args: forced.append(args) or (0, 0, 0))
     _grow_wal(worker, 4 * db_module.WAL_CHECK_EVERY)
-    assert worker.wal_path().stat().st_size > 4 * db_module.WAL_CHECK_EVERY * 16_000
+    assert forced == []
 
 
 def test_a_reader_holding_the_wal_only_delays_its_truncation(
