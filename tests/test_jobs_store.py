@@ -133,7 +133,9 @@ def test_a_workers_commits_leave_sqlites_checkpoints_to_the_job_processes(
 
 
 @pytest.mark.parametrize("serves_requests", [False, True])
-def test_commits_checkpoint_every_so_many_and_the_wal_stays_small(tmp_path: Path, serves_requests: bool) -> None:
+def test_commits_checkpoint_every_so_many_and_the_wal_stays_small(
+    tmp_path: Path, serves_requests: bool
+) -> None:
     """With SQLite's own checkpoints off, ``write`` checkpoints every ``checkpoint_every``
     commits: a lone writer's WAL then starts again from its beginning, cut back to
     WAL_SIZE_LIMIT, instead of holding every commit (10 x 16 KB a commit here)."""
@@ -193,8 +195,13 @@ def test_a_wal_that_is_never_checkpointed_is_truncated_once_past_its_bound(
 
     worker = SqliteDatabase(tmp_path / "worker.sqlite3")
     worker.serves_requests = True
-    forced = []
-    monkeypatch.setattr(worker, "checkpoint", lambda *args: forced.append(args) or (0, 0, 0))
+    forced: list[tuple[object, ...]] = []
+
+    def checkpoint(*args: object) -> tuple[int, int, int]:
+        forced.append(args)
+        return 0, 0, 0
+
+    monkeypatch.setattr(worker, "checkpoint", checkpoint)
     _grow_wal(worker, 4 * db_module.WAL_CHECK_EVERY)
     assert forced == []
 
