@@ -544,7 +544,7 @@ def plot(result: dict[str, Any], axes: Any) -> None:
     rates = [result["rows"][n]["end_to_end_rate"] for n in names]
     colours = ["#ee6677" if n.startswith("this stack") else "#4477aa" for n in names]
     axes.barh(
-        [n.replace("this stack: ", "stack: ").replace(", enqueued in a request", "")[:40] for n in names],
+        [n.replace("this stack: ", "stack: ").replace(", enqueued in a request", "")[:48] for n in names],
         rates,
         color=colours,
     )
