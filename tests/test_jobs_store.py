@@ -195,15 +195,8 @@ def test_a_wal_that_is_never_checkpointed_is_truncated_once_past_its_bound(
 
     worker = SqliteDatabase(tmp_path / "worker.sqlite3")
     worker.serves_requests = True
-    forced: list[tuple[object, ...]] = []
-
-    def checkpoint(*args: object) -> tuple[int, int, int]:
-        forced.append(args)
-        return 0, 0, 0
-
-    monkeypatch.setattr(worker, "checkpoint", checkpoint)
     _grow_wal(worker, 4 * db_module.WAL_CHECK_EVERY)
-    assert forced == []
+    assert worker.wal_path().stat().st_size > 4 * db_module.WAL_CHECK_EVERY * 16_000
 
 
 def test_a_reader_holding_the_wal_only_delays_its_truncation(
