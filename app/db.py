@@ -131,6 +131,11 @@ class Database(Protocol):
     # Appended to a SELECT that reads a row the same transaction then updates.
     for_update: str
 
+    def indexed_by(self, index: str) -> str:
+        """Put after a table's name: the index SQLite must read it through (an error if it cannot),
+        where its planner, without statistics, would take another."""
+        ...
+
     def write(self) -> AbstractContextManager[Transaction]: ...
 
     def read(self, sql: str, params: Sequence[object] = ()) -> list[Any]: ...
@@ -153,6 +158,10 @@ class SqliteDatabase:
     """Connections to one SQLite file, made lazily per thread and never shared across a fork."""
 
     for_update = ""  # BEGIN IMMEDIATE holds the whole database's write lock already
+
+    @staticmethod
+    def indexed_by(index: str) -> str:
+        return f" INDEXED BY {index}"
 
     def __init__(self, path: Path, migrations: Sequence[str] = ()) -> None:
         self.path = path
@@ -399,6 +408,11 @@ class PostgresDatabase:
     a fork; a broken one is replaced on the next use."""
 
     for_update = " FOR UPDATE"
+
+    @staticmethod
+    def indexed_by(index: str) -> str:
+        """Nothing: PostgreSQL has no such hint, and its planner has statistics."""
+        return ""
 
     def __init__(self, url: str, migrations: Sequence[str] = (), *, password: str = "") -> None:
         self.url = url

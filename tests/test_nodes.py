@@ -20,7 +20,7 @@ from app.jobs.heartbeat import Heartbeat
 from app.jobs.maintenance import reap
 from app.jobs.owner import Owner
 from app.jobs.periodic import Schedule
-from app.jobs.store import Job, Verdict
+from app.jobs.store import IS_UNFINISHED, Job, Verdict
 from tests.conftest import AppFactory, MakeJob, use_real_backends, wait_until
 
 pytestmark = pytest.mark.both_databases
@@ -245,12 +245,12 @@ def test_a_dead_nodes_jobs_are_found_through_the_node_index(jobs: Jobs) -> None:
         plan = " ".join(
             row[3]
             for row in jobs.db.read(
-                "EXPLAIN QUERY PLAN SELECT * FROM jobs WHERE node = ? AND status IN ('queued', 'running')"
+                f"EXPLAIN QUERY PLAN SELECT * FROM jobs WHERE node = ? AND ({IS_UNFINISHED})"
                 + (" AND backend = 'spooler'" if spooled else ""),
                 (DEAD,),
             )
         )
-        assert "jobs_by_node" in plan, plan
+        assert "jobs_unfinished (node=?)" in plan, plan
 
 
 def test_the_reaper_forgets_runs_dead_for_a_day_unless_their_node_holds_jobs(

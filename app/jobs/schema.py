@@ -76,4 +76,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN node TEXT;
     CREATE INDEX jobs_by_node ON jobs (node, status);
     """,
+    # 6: fewer index pages written per job (bench: 9 of the 11 pages a job's claim wrote were
+    # three indexes keyed by its state). Unfinished jobs by node, a small index (the backlog),
+    # whose key a claim leaves as it is; finished ones' counts by task, backend and state, which
+    # a job enters once, at its end, and a claim never touches.
+    """
+    DROP INDEX jobs_by_node;
+    DROP INDEX jobs_by_task_state;
+    CREATE INDEX jobs_unfinished ON jobs (node, task, backend)
+        WHERE status = 'queued' OR status = 'scheduled' OR status = 'retrying' OR status = 'running';
+    CREATE INDEX jobs_finished ON jobs (task, backend, status)
+        WHERE status = 'succeeded' OR status = 'failed' OR status = 'cancelled';
+    """,
 )
