@@ -337,6 +337,26 @@ class Stack(HttpStack):
         self.log.close()
 
 
+def query_plan(jobs: Jobs, call: Callable[[], object]) -> str:
+    """SQLite's query plan (EXPLAIN QUERY PLAN) of every statement that ``call`` reads through the
+    job store, joined: the plan of the store's own SQL, not of a copy written for the test."""
+    read = jobs.db.read
+    statements: list[tuple[str, Any]] = []
+
+    def recording(sql: str, params: Any = ()) -> list[Any]:
+        statements.append((sql, params))
+        return read(sql, params)
+
+    jobs.db.read = recording  # type: ignore[method-assign]
+    try:
+        call()
+    finally:
+        del jobs.db.read  # the class's method again
+    assert statements, "the call read nothing"
+    plans = (read(f"EXPLAIN QUERY PLAN {sql}", params) for sql, params in statements)
+    return " | ".join(row[3] for plan in plans for row in plan)
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
     """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -22,7 +22,7 @@ from app.jobs.runner import OutcomeNotRecorded, Runner
 from app.jobs.schema import MIGRATIONS
 from app.jobs.states import JobStatus
 from app.jobs.store import IS_FINISHED, IS_UNFINISHED, JobStore, new_job_id
-from tests.conftest import MakeJob
+from tests.conftest import MakeJob, query_plan
 
 # The job-store suite: each test that builds an app runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.both_databases
@@ -68,14 +68,8 @@ def test_the_stores_queries_name_the_partial_indexes_conditions_word_for_word(jo
     assert f"WHERE {IS_UNFINISHED}" in " ".join(made["jobs_unfinished"].split())
     assert f"WHERE {IS_FINISHED}" in " ".join(made["jobs_finished"].split())
     assert "jobs_by_node" not in made and "jobs_by_task_state" not in made
-    plan = " ".join(
-        row[3]
-        for row in jobs.db.read(
-            f"EXPLAIN QUERY PLAN SELECT task, backend, status, count(*) FROM jobs INDEXED BY jobs_finished"
-            f" WHERE ({IS_FINISHED}) GROUP BY task, backend, status"
-        )
-    )
-    assert "COVERING INDEX jobs_finished" in plan and "TEMP B-TREE" not in plan, plan
+    finished, _, _ = query_plan(jobs, jobs.store.counts).partition("UNION ALL")
+    assert "COVERING INDEX jobs_finished" in finished and "TEMP B-TREE" not in finished, finished
 
 
 @pytest.mark.sqlite_only("counts the pages SQLite writes to its WAL")

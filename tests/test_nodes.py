@@ -6,6 +6,7 @@ is older than NODE_TIMEOUT."""
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -20,8 +21,8 @@ from app.jobs.heartbeat import Heartbeat
 from app.jobs.maintenance import reap
 from app.jobs.owner import Owner
 from app.jobs.periodic import Schedule
-from app.jobs.store import IS_UNFINISHED, Job, Verdict
-from tests.conftest import AppFactory, MakeJob, use_real_backends, wait_until
+from app.jobs.store import Job, Verdict
+from tests.conftest import AppFactory, MakeJob, query_plan, use_real_backends, wait_until
 
 pytestmark = pytest.mark.both_databases
 
@@ -242,14 +243,7 @@ def test_mule_and_thread_jobs_of_a_dead_node_fail_naming_it(
 @pytest.mark.sqlite_only("reads SQLite's query plan; PostgreSQL's depends on its statistics")
 def test_a_dead_nodes_jobs_are_found_through_the_node_index(jobs: Jobs) -> None:
     for spooled in (True, False):
-        plan = " ".join(
-            row[3]
-            for row in jobs.db.read(
-                f"EXPLAIN QUERY PLAN SELECT * FROM jobs WHERE node = ? AND ({IS_UNFINISHED})"
-                + (" AND backend = 'spooler'" if spooled else ""),
-                (DEAD,),
-            )
-        )
+        plan = query_plan(jobs, functools.partial(jobs.store.of_node, DEAD, spooled, 10))
         assert "jobs_unfinished (node=?)" in plan, plan
 
 

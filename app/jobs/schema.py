@@ -76,10 +76,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN node TEXT;
     CREATE INDEX jobs_by_node ON jobs (node, status);
     """,
-    # 6: fewer index pages written per job (bench: 9 of the 11 pages a job's claim wrote were
-    # three indexes keyed by its state). Unfinished jobs by node, a small index (the backlog),
-    # whose key a claim leaves as it is; finished ones' counts by task, backend and state, which
-    # a job enters once, at its end, and a claim never touches.
+    # 6: fewer index pages written per job (9 of the 11 pages a batch job's claim-and-success
+    # wrote were in three indexes keyed by its state). Unfinished jobs by node, a small index (the
+    # backlog), whose key a claim leaves as it is; finished ones' counts by task, backend and
+    # state, which a job enters once, at its end, and a claim never touches.
     """
     DROP INDEX jobs_by_node;
     DROP INDEX jobs_by_task_state;
