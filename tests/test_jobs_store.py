@@ -9,6 +9,7 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -187,6 +188,52 @@ def test_a_workers_commits_leave_sqlites_checkpoints_to_the_job_processes(
     with ThreadPoolExecutor(1) as thread:
         autocheckpoint = thread.submit(jobs.db.read, "PRAGMA wal_autocheckpoint").result()[0][0]
     assert autocheckpoint == 0
+
+
+@pytest.mark.sqlite_only("PostgreSQL checkpoints by itself")
+def test_an_enqueue_hands_its_job_over_before_the_checkpoint_its_commit_made_due(
+    jobs: Jobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint (1-3 ms with its fdatasyncs) due in an enqueue's commit runs once the job is
+    with its backend, not between its record and its hand-over: never in the job's queue wait."""
+    events: list[str] = []
+    monkeypatch.setattr(SqliteDatabase, "checkpoint_every", property(lambda self: 1))
+    monkeypatch.setattr(jobs.db, "_checkpoint_passive", lambda conn: events.append("checkpoint"))
+    backend = jobs.backends["thread"]
+    submit = backend.submit
+
+    def submitted(job: Any, at: float | None = None) -> None:
+        submit(job, at)
+        events.append("submitted")
+
+    monkeypatch.setattr(backend, "submit", submitted)
+    jobs.enqueue("diag.noop", backend="thread")
+    assert events == ["submitted", "checkpoint"]
+    events.clear()
+    jobs.enqueue_many("diag.noop", [{}, {}], backend="thread")
+    assert events == ["submitted", "submitted", "checkpoint"]
+    events.clear()
+    with jobs.db.write() as tx:  # outside an enqueue, at once as before
+        tx.execute("SELECT 1")
+    assert events == ["checkpoint"]
+
+
+def test_checkpoints_put_off_by_nested_blocks_run_once_at_the_outer_end(tmp_path: Path) -> None:
+    db = SqliteDatabase(tmp_path / "db.sqlite3")
+    made: list[int] = []
+    db._checkpoint_passive = lambda conn: made.append(db._local.commits)  # type: ignore[method-assign]
+    db.connection().execute("CREATE TABLE t (x)")
+    with db.checkpoints_after():
+        for _ in range(db.checkpoint_every - 1):
+            with db.write() as tx:
+                tx.execute("INSERT INTO t VALUES (1)")
+        with db.checkpoints_after(), db.write() as tx:
+            tx.execute("INSERT INTO t VALUES (1)")
+        assert made == []
+    assert made == [db.checkpoint_every]
+    with db.checkpoints_after(), db.write() as tx:  # nothing due: nothing made
+        tx.execute("INSERT INTO t VALUES (1)")
+    assert made == [db.checkpoint_every]
 
 
 @pytest.mark.parametrize("serves_requests", [False, True])

@@ -166,23 +166,25 @@ class Jobs:
         except (TypeError, ValueError) as exc:
             raise InvalidJob("args must be JSON-serialisable", {"args": str(exc)}) from None
         run_at = time.time() + delay if delay else None
-        job = self.store.create(
-            task=task.name,
-            args_json=args_json,
-            backend=backend,
-            max_attempts=max_attempts or task.max_attempts,
-            timeout=task.timeout,
-            run_at=run_at,
-            request_id=request_id,
-            unique_key=unique_key,
-            handle=handler.new_handle(),
-        )
-        if job is None:
-            assert unique_key is not None
-            existing = self.store.get_by_unique_key(unique_key)
-            assert existing is not None  # the key is taken, and records with one are not purged early
-            return existing
-        self._submit(job, task, run_at)
+        # A checkpoint due in the record's commit waits until the job is handed over.
+        with self.db.checkpoints_after():
+            job = self.store.create(
+                task=task.name,
+                args_json=args_json,
+                backend=backend,
+                max_attempts=max_attempts or task.max_attempts,
+                timeout=task.timeout,
+                run_at=run_at,
+                request_id=request_id,
+                unique_key=unique_key,
+                handle=handler.new_handle(),
+            )
+            if job is None:
+                assert unique_key is not None
+                existing = self.store.get_by_unique_key(unique_key)
+                assert existing is not None  # the key is taken, and records with one are not purged early
+                return existing
+            self._submit(job, task, run_at)
         log.info("job %s %s queued on the %s", job.id, job.task, job.backend, extra={"job_id": job.id})
         if not handler.changes_record(job, run_at):
             return job  # as created, queued: reading it back cost 50 us of the enqueue
@@ -227,20 +229,21 @@ class Jobs:
         task = self.registry.get(task_name)
         backend = backend or task.backend
         handler = self.backends[backend]
-        jobs = self.store.create_many(
-            task=task.name,
-            args_jsons=args_jsons,
-            backend=backend,
-            max_attempts=max_attempts or task.max_attempts,
-            timeout=task.timeout,
-            request_id=request_id,
-            handle=handler.new_handle(),
-        )
-        if isinstance(handler, SpoolerBackend):
-            self._submit_batches(handler, jobs)
-        else:
-            for job in jobs:
-                self._submit(job, task, None)
+        with self.db.checkpoints_after():
+            jobs = self.store.create_many(
+                task=task.name,
+                args_jsons=args_jsons,
+                backend=backend,
+                max_attempts=max_attempts or task.max_attempts,
+                timeout=task.timeout,
+                request_id=request_id,
+                handle=handler.new_handle(),
+            )
+            if isinstance(handler, SpoolerBackend):
+                self._submit_batches(handler, jobs)
+            else:
+                for job in jobs:
+                    self._submit(job, task, None)
         return jobs
 
     def _submit_batches(self, spooler: SpoolerBackend, jobs: builtins.list[Job]) -> None:
