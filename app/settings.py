@@ -302,10 +302,14 @@ class Settings:
         "var/run", "Sockets, pid files, the master FIFO", _directory, fixed_by_image("/run/app")
     )
     spooler_processes: int = declare("2", "Spooler processes", _integer(1, 64))
+    # 10: while the workers saturate the CPU, the spoolers still get a few percent of it (weight
+    # 110 against a worker's 1024), enough for 200 jobs/s with p99 waits of tens of ms; at uWSGI's
+    # 19 (weight 15) the backlog grew to a p99 of 7-9 s (bench/results/latest.md).
     spooler_nice: int = declare(
-        "19",
-        "CPU priority of the spoolers (19: requests first, uWSGI's own; 0: jobs share the CPU with "
-        "requests, which needs root, CAP_SYS_NICE or a nice rlimit, else it stays 19 with a log line)",
+        "10",
+        "CPU priority of the spoolers (10: requests first, jobs still progress; 19: uWSGI's own, jobs "
+        "wait while requests saturate the CPU; 0: jobs share it). Below 19 needs root, CAP_SYS_NICE or "
+        "a nice rlimit (ulimit -e 10), else it stays 19 with a log line",
         _integer(0, 19),
     )
     mules: int = declare("1", "Mule processes for in-memory jobs", _integer(0, 64))

@@ -68,8 +68,6 @@ def check(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             ("200/s, idle", 1.0),
             ("1000/s, idle", 50.0),
             ("200/s, HTTP workers saturated", 1000.0),
-            ("1000/s, idle, SPOOLER_NICE=0", 50.0),
-            ("200/s, HTTP workers saturated, SPOOLER_NICE=0", 1000.0),
         ):
             if case in waits:
                 p99 = waits[case]["p99_ms"]

@@ -188,18 +188,19 @@ class SpoolerBackend:
     def take_priority(self) -> None:
         """Renice this spooler process to ``nice``, once per process. uWSGI starts spoolers at
         nice 19: while the HTTP workers saturate the CPU a spooler then runs almost never (queue
-        wait p99 of seconds at 200 jobs/s; at nice 0, tens of ms: bench/results/latest.md). Going
-        below 19 needs root, CAP_SYS_NICE or a nice rlimit (``ulimit -e 20``; the Docker engine
-        tried refuses Compose's ``ulimits: nice``); without them the spooler stays at 19, said
-        once in the log."""
+        wait p99 of seconds at 200 jobs/s; at SPOOLER_NICE's 10, tens of ms:
+        bench/results/latest.md). Going below 19 needs root, CAP_SYS_NICE or a nice rlimit
+        (``ulimit -e 10``; the Docker engine tried refuses Compose's ``ulimits: nice``); without
+        them the spooler stays at 19, said once in the log."""
         self._prioritised_pid = os.getpid()
         assert self.nice is not None
         try:
             os.setpriority(os.PRIO_PROCESS, 0, self.nice)
         except OSError as exc:
             log.warning(
-                "spooler stays at nice %d, not SPOOLER_NICE=%d (%s): allow it with root, CAP_SYS_NICE"
-                " or a nice rlimit (ulimit -e %d), or set SPOOLER_NICE=19",
+                "spooler stays at nice %d, not SPOOLER_NICE=%d (%s): its jobs wait while requests"
+                " saturate the CPU; allow it with root, CAP_SYS_NICE or a nice rlimit (ulimit -e %d),"
+                " or set SPOOLER_NICE=19",
                 os.getpriority(os.PRIO_PROCESS, 0),
                 self.nice,
                 exc.strerror,
