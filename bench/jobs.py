@@ -33,7 +33,7 @@ FINISH_TIMEOUT = 600.0
 # The peers run quiet (RQ --quiet, Celery --loglevel WARNING, Huey -q): so does this stack, but
 # for one row at its default, INFO, which logs two lines a job through uWSGI's log pipe.
 LOG_LEVEL = "WARNING"
-STACK_SETTINGS = "2 spoolers (nice 19), 2 mules, LOG_LEVEL=WARNING; every job's record kept"
+STACK_SETTINGS = "2 spoolers (SPOOLER_NICE=10), 2 mules, LOG_LEVEL=WARNING; every job's record kept"
 # The rows of this stack (bench.targets judges the first two).
 SPOOLER = "this stack: spooler, enqueued in a request"
 SPOOLER_INFO = f"{SPOOLER}, LOG_LEVEL=INFO"
