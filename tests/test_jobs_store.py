@@ -9,7 +9,6 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -17,7 +16,7 @@ from flask import Flask
 from app import db as db_module
 from app.db import SqliteDatabase
 from app.jobs import JobError, Jobs, owner
-from app.jobs.backends.spooler import SPOOL_OK, SPOOL_RETRY, SpoolerBackend
+from app.jobs.backends.spooler import BATCH_JOBS, SPOOL_OK, SPOOL_RETRY, SpoolerBackend
 from app.jobs.maintenance import purge
 from app.jobs.runner import OutcomeNotRecorded, Runner
 from app.jobs.schema import MIGRATIONS
@@ -190,32 +189,49 @@ def test_a_workers_commits_leave_sqlites_checkpoints_to_the_job_processes(
     assert autocheckpoint == 0
 
 
+class RecordingSpooler:
+    """uwsgi.spool that notes each file it is handed in ``events`` (single jobs and batches)."""
+
+    def __init__(self, directory: Path, events: list[str]) -> None:
+        self.directory = directory
+        self.events = events
+        self.refuse = False
+
+    def spool(self, message: dict[bytes, bytes]) -> bytes:
+        if self.refuse:
+            raise ValueError("unable to spool job")
+        self.events.append("spooled")
+        return bytes(self.directory / f"uwsgi_spoolfile_{len(self.events)}")
+
+
 @pytest.mark.sqlite_only("PostgreSQL checkpoints by itself")
-def test_an_enqueue_hands_its_job_over_before_the_checkpoint_its_commit_made_due(
-    jobs: Jobs, monkeypatch: pytest.MonkeyPatch
+def test_an_enqueue_hands_its_job_over_before_the_checkpoints_its_commits_made_due(
+    jobs: Jobs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A checkpoint (1-3 ms with its fdatasyncs) due in an enqueue's commit runs once the job is
-    with its backend, not between its record and its hand-over: never in the job's queue wait."""
+    """A checkpoint (1-3 ms with its fdatasyncs) or a WAL bound due in an enqueue's commits
+    runs once the job is with the spooler, not between its record and its spool file, in the
+    job's queue wait; and still runs when the spooler refuses the job."""
     events: list[str] = []
     monkeypatch.setattr(SqliteDatabase, "checkpoint_every", property(lambda self: 1))
+    monkeypatch.setattr(db_module, "WAL_CHECK_EVERY", 1)
     monkeypatch.setattr(jobs.db, "_checkpoint_passive", lambda conn: events.append("checkpoint"))
-    backend = jobs.backends["thread"]
-    submit = backend.submit
-
-    def submitted(job: Any, at: float | None = None) -> None:
-        submit(job, at)
-        events.append("submitted")
-
-    monkeypatch.setattr(backend, "submit", submitted)
-    jobs.enqueue("diag.noop", backend="thread")
-    assert events == ["submitted", "checkpoint"]
+    monkeypatch.setattr(jobs.db, "_bound_wal", lambda: events.append("bound"))
+    spooler = RecordingSpooler(tmp_path, events)
+    monkeypatch.setitem(jobs.backends, "spooler", SpoolerBackend(spooler, tmp_path, jobs.store))  # type: ignore[arg-type]
+    jobs.enqueue("diag.noop", backend="spooler")
+    assert events == ["spooled", "checkpoint", "bound"]
     events.clear()
-    jobs.enqueue_many("diag.noop", [{}, {}], backend="thread")
-    assert events == ["submitted", "submitted", "checkpoint"]
+    jobs.enqueue_many("diag.noop", [{}] * (BATCH_JOBS + 1), backend="spooler")  # two files
+    assert events == ["spooled", "spooled", "checkpoint", "bound"]
     events.clear()
-    with jobs.db.write() as tx:  # outside an enqueue, at once as before
+    spooler.refuse = True
+    with pytest.raises(JobError):
+        jobs.enqueue("diag.noop", backend="spooler")
+    assert events == ["checkpoint", "bound"]  # after the refused job's failure was recorded
+    events.clear()
+    with jobs.db.write() as tx:  # outside an enqueue: at once, as before
         tx.execute("SELECT 1")
-    assert events == ["checkpoint"]
+    assert events == ["checkpoint", "bound"]
 
 
 def test_checkpoints_put_off_by_nested_blocks_run_once_at_the_outer_end(tmp_path: Path) -> None:
