@@ -53,6 +53,13 @@ def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
     return record
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Put the Docker engine's images back as the session found them (tests.docker_stack)."""
+    docker_stack = sys.modules.get("tests.docker_stack")
+    if docker_stack is not None and docker_stack.FOUND:
+        docker_stack.FOUND[0].restore()
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if FIGURES:
         terminalreporter.section("measured by the fault suite")

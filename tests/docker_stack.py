@@ -18,6 +18,39 @@ from tests.conftest import IN_CI, TOKEN, HttpStack, wait_until
 ENV_FILE = PROJECT_ROOT / ".env.offline"
 # Variables .env.offline sets: one left in the caller's environment would win over the file.
 OFFLINE_VARIABLES = ("PYTHON_IMAGE", "NGINX_IMAGE", "PIP_NO_INDEX")
+# Its own tag: the tests' image (from the Debian base) never replaces the user's.
+APP_IMAGE = os.environ.get("TEST_APP_IMAGE", "flask-uwsgi-stack-app:test")
+
+
+def image_ids(*args: str) -> set[str]:
+    """The ids ``docker images -q`` lists with ``args`` (a reference, a filter)."""
+    command = ["docker", "images", "-q", "--no-trunc", *args]
+    listed = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    return set(listed.stdout.split())
+
+
+class FoundImages:
+    """The engine's images as the session's first Docker test found them. ``restore`` removes
+    what the session's builds added: the test image if it was not there, and the untagged
+    images (a build's first stage, an image the tag moved away from) that are new. The offline
+    base images stay: `make offline-images` installs them, as apt installs nginx."""
+
+    def __init__(self) -> None:
+        self.app_image = image_ids(APP_IMAGE)
+        self.untagged = image_ids("--filter", "dangling=true")
+
+    def restore(self) -> list[str]:
+        """Remove the images the session added; returns them (the tag or the ids)."""
+        added = [APP_IMAGE] if not self.app_image and image_ids(APP_IMAGE) else []
+        added += sorted(image_ids("--filter", "dangling=true") - self.untagged)
+        if added:
+            removed = subprocess.run(["docker", "rmi", *added], capture_output=True, text=True, timeout=300)
+            assert removed.returncode == 0, f"docker rmi {added} failed: {removed.stderr}"
+        return added
+
+
+# Set by the session's first compose_with_images(); conftest's pytest_sessionfinish restores it.
+FOUND: list[FoundImages] = []
 
 
 def docker_missing() -> str | None:
@@ -53,6 +86,8 @@ def compose_with_images() -> list[str]:
         pytest.skip(missing)
     compose = compose_command()
     assert compose is not None
+    if not FOUND:
+        FOUND.append(FoundImages())
     build_offline_images()
     return compose
 
@@ -83,8 +118,7 @@ class ComposeStack(HttpStack):
             "HTTP_PORT": str(self.http_port),
             "STATS_PORT": str(self.stats_port),
             "OPERATOR_TOKEN": TOKEN,
-            # Its own tag: the tests' image (from the Debian base) never replaces the user's.
-            "APP_IMAGE": os.environ.get("TEST_APP_IMAGE", "flask-uwsgi-stack-app:test"),
+            "APP_IMAGE": APP_IMAGE,
             "HEALTHCHECK_INTERVAL": "2s",
             **settings,
         }

@@ -23,7 +23,7 @@ import requests
 
 from app.settings import PROJECT_ROOT
 from tests.conftest import TOKEN, HttpStack, wait_until
-from tests.docker_stack import ComposeStack, compose_with_images
+from tests.docker_stack import APP_IMAGE, ComposeStack, compose_with_images
 
 pytestmark = pytest.mark.docker
 
@@ -78,7 +78,7 @@ class SwarmStack(HttpStack):
             "REPLICAS": str(REPLICAS),
             "HTTP_PORT": str(self.http_port),
             "OPERATOR_TOKEN": TOKEN,
-            "APP_IMAGE": os.environ.get("TEST_APP_IMAGE", "flask-uwsgi-stack-app:test"),
+            "APP_IMAGE": APP_IMAGE,
             "HEALTHCHECK_INTERVAL": "2s",
             "SWARM_WAIT": "240",
             "SWARM_FILES": str(override),
