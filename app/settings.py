@@ -309,7 +309,7 @@ class Settings:
         "10",
         "CPU priority of the spoolers (10: requests first, jobs still progress; 19: uWSGI's own, jobs "
         "wait while requests saturate the CPU; 0: jobs share it). Below 19 needs root, CAP_SYS_NICE or "
-        "a nice rlimit (ulimit -e 10), else it stays 19 with a log line",
+        "a nice rlimit of 20 minus it (ulimit -e 10 for 10), else it stays 19 with a log line",
         _integer(0, 19),
     )
     mules: int = declare("1", "Mule processes for in-memory jobs", _integer(0, 64))

@@ -189,9 +189,10 @@ class SpoolerBackend:
         """Renice this spooler process to ``nice``, once per process. uWSGI starts spoolers at
         nice 19: while the HTTP workers saturate the CPU a spooler then runs almost never (queue
         wait p99 of seconds at 200 jobs/s; at SPOOLER_NICE's 10, tens of ms:
-        bench/results/latest.md). Going below 19 needs root, CAP_SYS_NICE or a nice rlimit
-        (``ulimit -e 10``; the Docker engine tried refuses Compose's ``ulimits: nice``); without
-        them the spooler stays at 19, said once in the log."""
+        bench/results/latest.md). Going below 19 needs root, CAP_SYS_NICE or a nice rlimit of
+        20 - nice (``ulimit -e 10``; Compose's ``ulimits: nice`` gives one where the engine may set
+        it, which the one tried, its dockerd without CAP_SYS_RESOURCE, may not); without them the
+        spooler stays at 19, said once in the log."""
         self._prioritised_pid = os.getpid()
         assert self.nice is not None
         try:
