@@ -97,12 +97,18 @@ down() {
     # Every volume its tasks mounted, the per-replica anonymous ones included (no stack label).
     volumes=$(docker ps --all --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME" \
         | xargs -r docker inspect --format '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}')
-    docker stack rm "$STACK_NAME"
-    # The stack's network goes only once its tasks are gone; volumes and secrets in use cannot go.
+    # `docker stack rm` removes the services, then at once the network, which fails while a task
+    # is still attached ("network ... is in use by task", seen in CI): the loop below waits for
+    # the tasks to go and removes the network then. Volumes and secrets in use cannot go either.
+    docker stack rm "$STACK_NAME" || log "the stack's network outlived its services: removed once its tasks are gone"
     deadline=$((SECONDS + 120))
     while docker ps --all --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME" | grep -q . \
         || docker network ls --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME" | grep -q .; do
         [ "$SECONDS" -lt "$deadline" ] || die "the stack's containers or network are still there after 120 s"
+        if ! docker ps --all --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME" | grep -q .; then
+            docker network ls --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME" \
+                | xargs -r docker network rm >/dev/null 2>&1 || true
+        fi
         sleep 1
     done
     if [ "${PURGE:-0}" = 1 ]; then
