@@ -16,7 +16,8 @@ echo "$*" >> "$STATE/calls"
 case "$1 $2" in
     "stack rm")
         echo "Removing network fus_default" >&2
-        echo "Failed to remove network n1: Error response from daemon: rpc error: code = FailedPrecondition desc = network n1 is in use by task t1" >&2
+        echo "Failed to remove network n1: Error response from daemon: rpc error:" \\
+            "code = FailedPrecondition desc = network n1 is in use by task t1" >&2
         exit 1 ;;
     "network ls") [ ! -f "$STATE/network" ] || cat "$STATE/network" ;;
     "network rm") rm -f "$STATE/network" ;;
@@ -37,7 +38,12 @@ def test_swarm_down_removes_the_network_a_task_still_held_when_the_stack_was_rem
     (tmp_path / "network").write_text("n1\n")
     result = subprocess.run(
         [str(PROJECT_ROOT / "scripts" / "swarm.sh"), "down"],
-        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STATE": str(tmp_path), "STACK_NAME": "fus"},
+        env={
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "STATE": str(tmp_path),
+            "STACK_NAME": "fus",
+        },
         capture_output=True,
         text=True,
         timeout=60,
