@@ -94,6 +94,8 @@ up() {
 
 down() {
     local deadline volumes
+    # An engine that does not answer would make the wait below see nothing left.
+    require_swarm
     # Every volume its tasks mounted, the per-replica anonymous ones included (no stack label).
     volumes=$(docker ps --all --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME" \
         | xargs -r docker inspect --format '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}')

@@ -14,6 +14,7 @@ from app.settings import PROJECT_ROOT
 FAKE_DOCKER = """#!/bin/bash
 echo "$*" >> "$STATE/calls"
 case "$1 $2" in
+    "info --format") echo "active true" ;;
     "stack rm")
         echo "Removing network fus_default" >&2
         echo "Failed to remove network n1: Error response from daemon: rpc error:" \\
