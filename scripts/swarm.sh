@@ -93,7 +93,7 @@ up() {
 }
 
 down() {
-    local deadline volumes
+    local containers deadline networks volumes
     # An engine that does not answer would make the wait below see nothing left.
     require_swarm
     # Every volume its tasks mounted, the per-replica anonymous ones included (no stack label).
@@ -101,15 +101,17 @@ down() {
         | xargs -r docker inspect --format '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}')
     # `docker stack rm` removes the services, then at once the network, which fails while a task
     # is still attached ("network ... is in use by task", seen in CI): the loop below waits for
-    # the tasks to go and removes the network then. Volumes and secrets in use cannot go either.
-    docker stack rm "$STACK_NAME" || log "the stack's network outlived its services: removed once its tasks are gone"
+    # the tasks to go and removes what is left then. Volumes and secrets in use cannot go either.
+    docker stack rm "$STACK_NAME" || log "docker stack rm left part of $STACK_NAME (above): removed once its tasks are gone"
     deadline=$((SECONDS + 120))
-    while docker ps --all --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME" | grep -q . \
-        || docker network ls --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME" | grep -q .; do
+    while :; do
+        containers=$(docker ps --all --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME")
+        networks=$(docker network ls --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME")
+        [ -n "$containers$networks" ] || break
         [ "$SECONDS" -lt "$deadline" ] || die "the stack's containers or network are still there after 120 s"
-        if ! docker ps --all --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME" | grep -q .; then
-            docker network ls --quiet --filter "label=com.docker.stack.namespace=$STACK_NAME" \
-                | xargs -r docker network rm >/dev/null 2>&1 || true
+        if [ -z "$containers" ]; then
+            # shellcheck disable=SC2086 # one id per word
+            docker network rm $networks >/dev/null 2>&1 || true
         fi
         sleep 1
     done
