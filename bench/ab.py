@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import sys
 from typing import Any
 
+from bench.config import fmt, spread
 from bench.jobs import StackJobs
 from bench.procs import stop_all
 
@@ -85,10 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_all()
     for label, figures in totals.items():
+        digits = {WAIT: 2}
         cells = "; ".join(
-            f"{key} {statistics.median(values):,.2f} ({min(values):,.2f}-{max(values):,.2f})"
-            for key, values in figures.items()
-            if values
+            f"{key} {fmt(spread(values), digits.get(key, 0))}" for key, values in figures.items() if values
         )
         given = (args.a if label == "A" else args.b) or "defaults"
         print(f"{label} ({given}): median {cells}")
