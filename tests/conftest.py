@@ -202,6 +202,7 @@ def use_real_backends(jobs: Jobs, uwsgi: Any, spool_dir: Path) -> Jobs:
         "mule": MuleBackend(None, spooler),  # type: ignore[arg-type]
     }
     jobs.backends = backends
+    jobs.spooler = spooler
     return jobs
 
 

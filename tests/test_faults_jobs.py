@@ -1,11 +1,14 @@
-"""Jobs at the edges, on the real stack: a disk that fills up, a spooler killed under load."""
+"""Jobs at the edges, on the real stack: a disk that fills up, a spooler killed under load, a
+worker killed while it holds jobs back for a shared spool file."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -157,4 +160,54 @@ def test_every_job_succeeds_though_a_spooler_is_killed_under_load(
     figure(
         f"{len(done)}/{count} jobs succeeded in {elapsed:.1f} s, {len(kills)} spoolers killed (-9),"
         f" {rerun} jobs rerun after a lost attempt"
+    )
+
+
+def test_jobs_held_back_by_a_worker_killed_mid_request_are_spooled_by_the_reaper(
+    make_stack: Callable[..., Stack], figure: Callable[[str], None]
+) -> None:
+    stack = make_stack(PROCESSES="1", SPOOLER_PROCESSES="2")
+    database = stack.root / "data" / "app.sqlite3"
+    outbox = stack.root / "spool" / ".outbox"
+
+    def recorded() -> int:
+        with contextlib.closing(sqlite3.connect(database, timeout=10)) as conn:
+            return int(conn.execute("SELECT count(*) FROM jobs WHERE task = 'diag.pid'").fetchone()[0])
+
+    def recorded_at_least(count: int) -> Callable[[], bool]:
+        return lambda: recorded() >= count
+
+    held: list[str] = []
+    for _ in range(3):  # until a kill lands while jobs are held (nearly always the first)
+        worker = stack.stats()["workers"][0]["pid"]
+        before = recorded()
+        request = threading.Thread(
+            target=stack.post, args=("/api/diag/enqueue?count=5000&task=diag.pid&backend=spooler",)
+        )
+        request.start()
+        wait_until(recorded_at_least(before + 200), timeout=30, what="the request to enqueue 200 jobs")
+        os.kill(worker, signal.SIGKILL)
+        request.join(timeout=30)
+        for journal in outbox.glob(f"*-{worker}"):
+            held += journal.read_text().split()
+        if held:
+            break
+    assert held, "no kill landed while jobs were held back"
+    total = recorded()
+    killed_at = time.monotonic()
+
+    def all_succeeded() -> bool:
+        with contextlib.closing(sqlite3.connect(database, timeout=10)) as conn:
+            done = conn.execute(
+                "SELECT count(*) FROM jobs WHERE task = 'diag.pid' AND status = 'succeeded'"
+            ).fetchone()[0]
+        return int(done) == total
+
+    # The reaper runs every 15 s on each node.
+    wait_until(all_succeeded, timeout=60, interval=0.5, what=f"all {total} recorded jobs to succeed")
+    assert "held by a process that died before spooling them: spooled now" in stack.logs()
+    assert not list(outbox.glob(f"*-{worker}")), "the dead worker's journal is left"
+    figure(
+        f"worker killed (-9) mid-request with {len(held)} jobs held back: all {total} recorded jobs"
+        f" succeeded, the last {time.monotonic() - killed_at:.1f} s after the kill"
     )

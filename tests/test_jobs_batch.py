@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,23 @@ def test_a_batched_job_that_fails_is_retried_on_its_own_and_the_batch_file_goes(
         return found
 
     wait_until(lambda: not batch_files(), timeout=10, what="the batch's spool file to be gone")
+
+
+@pytest.mark.integration
+def test_the_jobs_a_request_enqueues_after_its_first_share_spool_files_and_all_run(stack: Stack) -> None:
+    count = 300
+    answer = stack.post(f"/api/diag/enqueue?count={count}&task=diag.pid&backend=spooler")
+    assert answer.status_code == 200, answer.text
+
+    def all_succeeded() -> bool:
+        listed = stack.get("/api/jobs?task=diag.pid&status=succeeded&limit=500").json()["jobs"]
+        return len(listed) == count
+
+    wait_until(all_succeeded, timeout=60, what=f"the {count} jobs to succeed")
+    # A claim records the spool file that ran the job.
+    with contextlib.closing(sqlite3.connect(stack.root / "data" / "app.sqlite3")) as conn:
+        rows = conn.execute("SELECT handle FROM jobs WHERE task = 'diag.pid' ORDER BY created_at").fetchall()
+    first, *rest = [row[0] for row in rows]
+    files = Counter(rest)
+    assert first not in files, "the request's first job has a file of its own"
+    assert len(files) <= len(rest) / 4, f"{len(files)} spool files for {len(rest)} jobs"

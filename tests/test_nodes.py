@@ -201,7 +201,7 @@ def test_the_reaper_reruns_here_a_spooler_job_running_on_a_dead_node(
     again = held_by(jobs, make_job(max_attempts=2), DEAD, running=True)
     spent = held_by(jobs, make_job(max_attempts=1), DEAD, running=True)
     with app.app_context():
-        assert reap() == {"reaped": 1, "adopted": 1, "nodes_pruned": 0}
+        assert reap() == {"reaped": 1, "adopted": 1, "nodes_pruned": 0, "outbox_recovered": 0}
     rerun, failed = jobs.get(again.id), jobs.get(spent.id)
     assert rerun.status == "retrying" and rerun.node == "node-here" and rerun.attempts == 1
     assert rerun.error is not None and rerun.error["type"] == "WorkerLost" and DEAD in rerun.error["message"]

@@ -134,7 +134,7 @@ def test_reaping_fails_the_lost_jobs_and_leaves_the_rest(app: Flask, jobs: Jobs,
     restarted = running(jobs, make_job(backend="mule"), previous_run())
     alive = make_job(backend="thread", handle=str(owners.here()))
     with app.app_context():
-        assert reap() == {"reaped": 2, "adopted": 0, "nodes_pruned": 0}
+        assert reap() == {"reaped": 2, "adopted": 0, "nodes_pruned": 0, "outbox_recovered": 0}
     assert jobs.get(gone.id).status == "failed"
     assert jobs.get(restarted.id).status == "failed"
     assert jobs.get(alive.id).status == "queued"

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flask import current_app
+from flask import after_this_request, current_app, g, has_request_context
 
 from app import runtime
 from app.db import DATABASE_ERRORS, Database, SqliteDatabase, open_database
@@ -30,13 +30,15 @@ from app.jobs.states import JobStatus
 from app.jobs.store import Job, JobStore
 
 if TYPE_CHECKING:
-    from flask import Flask
+    from flask import Flask, Response
 
     from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_DELAY = 30 * 86400
+# On ``flask.g``: how many spooler jobs this request has handed over (all but the first may wait).
+SPOOLED_IN_REQUEST = "jobs_spooled"
 # The job layer's own tasks (purge, reap): imported whatever the app asks for.
 OWN_TASKS = ("app.jobs.maintenance",)
 
@@ -79,6 +81,8 @@ class Jobs:
             importlib.import_module(module)
         self.uwsgi: Any = runtime.uwsgi_module()
         self.backends: dict[str, Backend] = {}
+        # Whether a request's spooler jobs after its first wait to share a spool file (a worker's).
+        self.holds_back = False
         if self.uwsgi is not None:
             self.spooler = SpoolerBackend(
                 self.uwsgi, settings.spool_dir, self.store, nice=settings.spooler_nice
@@ -120,6 +124,7 @@ class Jobs:
         """In each process uWSGI forks: ``worker_id`` > 0 in a worker, 0 in a spooler or mule."""
         if worker_id > 0:
             self.heartbeat.start()
+            self.holds_back = True
             if isinstance(self.db, SqliteDatabase):
                 # SQLite's checkpoints fall mostly to the spoolers and mules (a worker's commits
                 # make one 4x less often, and never a forced one), not to a request's enqueue: one
@@ -184,7 +189,8 @@ class Jobs:
                 existing = self.store.get_by_unique_key(unique_key)
                 assert existing is not None  # the key is taken, and records with one are not purged early
                 return existing
-            self._submit(job, task, run_at)
+            if not self._held(job, handler, run_at):
+                self._submit(job, task, run_at)
         log.info("job %s %s queued on the %s", job.id, job.task, job.backend, extra={"job_id": job.id})
         if not handler.changes_record(job, run_at):
             return job  # as created, queued: reading it back cost 50 us of the enqueue
@@ -246,13 +252,33 @@ class Jobs:
                     self._submit(job, task, None)
         return jobs
 
+    def _held(self, job: Job, handler: Backend, run_at: float | None) -> bool:
+        """Whether ``job`` waits in the spooler's outbox to share a spool file with the jobs
+        enqueued after it: in a worker, a request's spooler jobs after its first (see
+        ``app.jobs.backends.outbox``). The first is spooled at once, so that a request that
+        enqueues one job hands it over before it answers, and a refusal fails it there."""
+        if not (self.holds_back and handler is self.spooler and has_request_context()):
+            return False
+        spooled = g.get(SPOOLED_IN_REQUEST, 0)
+        setattr(g, SPOOLED_IN_REQUEST, spooled + 1)
+        if spooled == 0:
+            return False
+        if spooled == 1:  # a request that holds none pays for no hook
+            after_this_request(self._flush_held)
+        return self.spooler.hold(job, run_at)
+
+    def _flush_held(self, response: Response) -> Response:
+        """The end of a request that held jobs back: spool them before its answer goes out."""
+        self.spooler.outbox.flush()
+        return response
+
     def _submit_batches(self, spooler: SpoolerBackend, jobs: builtins.list[Job]) -> None:
         """Hand ``jobs`` to the spooler, a file per ``BATCH_JOBS``; if uWSGI refuses a file, its
         jobs and those after it are failed, and ``JobError`` says so."""
         for start in range(0, len(jobs), BATCH_JOBS):
             batch = jobs[start : start + BATCH_JOBS]
             try:
-                spooler.submit_batch(batch)
+                spooler.submit_batch([job.id for job in batch])
             except JobError as exc:
                 for job in jobs[start:]:
                     self._fail_unsubmitted(job, exc)

@@ -37,10 +37,13 @@ def purge() -> dict[str, int]:
 
 @periodic("jobs.reap", every=15, max_attempts=1, per_node=True)
 def reap() -> dict[str, int]:
-    """Fail this node's jobs that cannot finish (each backend says which are lost: their
-    process died, or its run ended with a reload or a restart), take over the jobs of the
-    nodes whose heartbeat has expired, and forget the heartbeats of runs dead for a day."""
+    """Spool the jobs that dead workers held back for a shared spool file (their outbox
+    journals), fail this node's jobs that cannot finish (each backend says which are lost:
+    their process died, or its run ended with a reload or a restart), take over the jobs of
+    the nodes whose heartbeat has expired, and forget the heartbeats of runs dead for a day."""
     jobs = current_jobs()
+    spooler = jobs.backends.get("spooler")
+    recovered = spooler.outbox.recover() if isinstance(spooler, SpoolerBackend) else 0
     reaped = 0
     for job in jobs.store.reap_candidates(name for name, b in jobs.backends.items() if b.volatile):
         error = lost_error(jobs, job)
@@ -52,7 +55,7 @@ def reap() -> dict[str, int]:
         reaped += node_reaped
         adopted += node_adopted
     pruned = jobs.store.prune_nodes(time.time() - NODE_ROWS_KEPT)
-    return {"reaped": reaped, "adopted": adopted, "nodes_pruned": pruned}
+    return {"reaped": reaped, "adopted": adopted, "nodes_pruned": pruned, "outbox_recovered": recovered}
 
 
 def lost_error(jobs: Jobs, job: Job) -> dict[str, Any] | None:
@@ -122,7 +125,7 @@ def _spool(spooler: SpoolerBackend | None, waiting: list[Job]) -> bool:
     due = [job for job in waiting if job.run_at is None or job.run_at <= now]
     try:
         for start in range(0, len(due), BATCH_JOBS):
-            spooler.submit_batch(due[start : start + BATCH_JOBS])
+            spooler.submit_batch([job.id for job in due[start : start + BATCH_JOBS]])
         for job in waiting:
             if job.run_at is not None and job.run_at > now:
                 spooler.submit(job, job.run_at)

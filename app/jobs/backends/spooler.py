@@ -20,6 +20,7 @@ from typing import Any
 
 from app.db import DATABASE_ERRORS
 from app.jobs import owner
+from app.jobs.backends.outbox import Outbox
 from app.jobs.errors import JobError, OutcomeNotRecorded
 from app.jobs.runner import Runner
 from app.jobs.states import JobStatus
@@ -48,6 +49,9 @@ RETRY_AFTER_BUSY = 1.0
 # Jobs per spool file that ``enqueue_many`` writes (33 bytes of the 64 KB packet each): few
 # enough that every spooler gets files of a large batch, many enough to spare a file per job.
 BATCH_JOBS = 100
+# In SPOOL_DIR: the journals of the jobs held back for a shared file (uWSGI runs only files
+# named uwsgi_spoolfile_on_*).
+OUTBOX_DIR = ".outbox"
 # How a batch file's packet starts, after its 4-byte header: the one key, "jobs".
 BATCH_KEY = b"\x04\x00jobs"
 
@@ -64,6 +68,7 @@ class SpoolerBackend:
         self.store = store
         self.nice = nice
         self._prioritised_pid = 0
+        self.outbox = Outbox(self.submit_batch, spool_dir / OUTBOX_DIR, BATCH_JOBS)
 
     def new_handle(self) -> str | None:
         """None: the handle is the spool file's path, known once uWSGI has written it."""
@@ -95,15 +100,22 @@ class SpoolerBackend:
         except DATABASE_ERRORS as exc:
             log.warning("job %s is spooled, but its spool file's path was not recorded: %s", job.id, exc)
 
-    def submit_batch(self, jobs: Sequence[Job]) -> None:
-        """Write one spool file for ``jobs`` (at most ``BATCH_JOBS``, due now, records of this
-        backend); raises ``JobError`` if uWSGI refuses it. A spooler runs them one after the
-        other; the file goes once each has finished or been handed on (see ``handle``)."""
-        message = {b"jobs": ",".join(job.id for job in jobs).encode()}
+    def submit_batch(self, job_ids: Sequence[str]) -> None:
+        """Write one spool file for the jobs ``job_ids`` (at most ``BATCH_JOBS``, due now,
+        records of this backend); raises ``JobError`` if uWSGI refuses it. A spooler runs them
+        one after the other; the file goes once each has finished or been handed on (see
+        ``handle``)."""
+        message = {b"jobs": ",".join(job_ids).encode()}
         try:
             self.uwsgi.spool(message)
         except Exception as exc:
-            raise JobError(f"the spooler refused a batch of {len(jobs)} jobs: {exc}") from exc
+            raise JobError(f"the spooler refused a batch of {len(job_ids)} jobs: {exc}") from exc
+
+    def hold(self, job: Job, at: float | None) -> bool:
+        """Hold back a job due now, so that the jobs enqueued after it share its spool file
+        (``outbox``); False when it is not held (due later, another backend's record, or the
+        outbox not taking it): ``submit`` it."""
+        return not self.changes_record(job, at) and self.outbox.add(job.id)
 
     def lost(self, job: Job) -> dict[str, Any] | None:
         """A job whose spool file exists is not lost: the spooler runs it (again)."""

@@ -1,0 +1,149 @@
+"""The spooler's outbox: jobs a request enqueues after its first share spool files, and a
+journal keeps them until they are spooled, for the reaper to spool if their worker dies."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from app.jobs import Jobs
+from app.jobs import owner as owners
+from app.jobs.backends import outbox as outbox_module
+from app.jobs.backends.outbox import Outbox
+from app.jobs.errors import JobError
+from app.jobs.store import new_job_id
+from tests.conftest import use_real_backends, wait_until
+from tests.test_nodes import FakeUwsgi
+
+HOUR = 3600.0
+
+
+class Files:
+    """A stand-in for the spooler's file writer: keeps each file's job ids; refuses on demand."""
+
+    def __init__(self) -> None:
+        self.files: list[list[str]] = []
+        self.refusing = False
+
+    def __call__(self, job_ids: Sequence[str]) -> None:
+        if self.refusing:
+            raise JobError("the spooler refused a batch: No space left on device")
+        self.files.append(list(job_ids))
+
+
+def ids(count: int) -> list[str]:
+    return [new_job_id(0) for _ in range(count)]
+
+
+def journal(directory: Path) -> list[str]:
+    """The job ids in this process's journal."""
+    me = owners.here()
+    return (directory / f"{me.run}-{me.pid}").read_text().split()
+
+
+def test_held_jobs_share_one_file_once_a_batch_of_them_waits(tmp_path: Path) -> None:
+    files = Files()
+    outbox = Outbox(files, tmp_path, batch=3, linger=HOUR)
+    held = ids(4)
+    assert all(outbox.add(job_id) for job_id in held)
+    assert files.files == [held[:3]]
+    assert journal(tmp_path) == held[3:]
+
+
+def test_held_jobs_are_journaled_until_the_flush_spools_them(tmp_path: Path) -> None:
+    files = Files()
+    outbox = Outbox(files, tmp_path, batch=100, linger=HOUR)
+    held = ids(2)
+    for job_id in held:
+        outbox.add(job_id)
+    assert files.files == []
+    assert journal(tmp_path) == held
+    outbox.flush()
+    assert files.files == [held]
+    assert journal(tmp_path) == []
+
+
+def test_a_held_job_goes_after_the_linger_though_no_other_job_or_flush_comes(tmp_path: Path) -> None:
+    files = Files()
+    outbox = Outbox(files, tmp_path, batch=100, linger=0.05)
+    held = ids(1)
+    outbox.add(held[0])
+    wait_until(lambda: files.files == [held], timeout=5, what="the outbox's thread to spool the job")
+    assert journal(tmp_path) == []
+
+
+def test_a_refused_file_stays_journaled_is_tried_again_and_no_job_is_held_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_module, "RETRY_AFTER", 0.2)
+    files = Files()
+    outbox = Outbox(files, tmp_path, batch=100, linger=HOUR)
+    held = ids(2)
+    for job_id in held:
+        outbox.add(job_id)
+    files.refusing = True
+    outbox.flush()
+    assert files.files == [] and journal(tmp_path) == held
+    # While the spooler refuses, a new job is not held: its caller spools it and hears the refusal.
+    assert outbox.add(new_job_id(0)) is False
+    files.refusing = False
+    wait_until(lambda: files.files == [held], timeout=5, what="the refused jobs to be spooled")
+    assert journal(tmp_path) == []
+    assert outbox.add(held[0]) is True
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_the_reaper_spools_a_dead_processs_journal_and_leaves_a_live_ones(tmp_path: Path) -> None:
+    files = Files()
+    outbox = Outbox(files, tmp_path, batch=2, linger=HOUR)
+    mine = ids(1)
+    outbox.add(mine[0])
+    run = owners.here().run
+    orphans = ids(3)
+    # A line cut short by the kill is no job id, and is left out.
+    (tmp_path / f"{run}-{dead_pid()}").write_text("".join(f"{i}\n" for i in orphans) + orphans[0][:7])
+    (tmp_path / f"1.1700000000-{owners.here().pid}").write_text(f"{mine[0]}\n")  # an earlier run's
+    assert outbox.recover() == 4
+    assert sorted(files.files) == sorted([orphans[:2], orphans[2:], mine])
+    assert [path.name for path in tmp_path.iterdir()] == [f"{run}-{owners.here().pid}"]
+
+
+@pytest.fixture
+def spooled(jobs: Jobs, tmp_path: Path) -> FakeUwsgi:
+    """The job layer as in a uWSGI worker: the real spooler backend, holding jobs back, writing
+    to a stand-in of uWSGI's spool()."""
+    uwsgi = FakeUwsgi(tmp_path)
+    use_real_backends(jobs, uwsgi, tmp_path)
+    jobs.holds_back = True
+    return uwsgi
+
+
+def test_a_requests_first_spooler_job_goes_at_once_and_the_rest_share_a_file_before_it_answers(
+    app: Flask, jobs: Jobs, spooled: FakeUwsgi
+) -> None:
+    answer = app.test_client().post("/api/diag/enqueue?count=4&backend=spooler")
+    assert answer.status_code == 200, answer.text
+    made = [job.id for job in reversed(jobs.list(task="diag.noop"))]
+    assert spooled.spooled == [{b"job": made[0].encode()}, {b"jobs": ",".join(made[1:]).encode()}]
+
+
+def test_a_delayed_job_is_never_held(app: Flask, jobs: Jobs, spooled: FakeUwsgi) -> None:
+    with app.test_request_context("/"):
+        first = jobs.enqueue("diag.noop", backend="spooler")
+        delayed = jobs.enqueue("diag.noop", backend="spooler", delay=60)
+    assert spooled.spooled_ids() == [first.id, delayed.id] and spooled.spooled[1][b"at"]
+
+
+def test_outside_a_request_every_spooler_job_goes_at_once(app: Flask, jobs: Jobs, spooled: FakeUwsgi) -> None:
+    with app.app_context():
+        made = [jobs.enqueue("diag.noop", backend="spooler") for _ in range(3)]
+    assert spooled.spooled == [{b"job": job.id.encode()} for job in made]
