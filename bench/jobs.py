@@ -37,6 +37,9 @@ STACK_SETTINGS = "2 spoolers (SPOOLER_NICE=10), 2 mules, LOG_LEVEL=WARNING; ever
 # The rows of this stack (bench.targets judges the first two).
 SPOOLER = "this stack: spooler, enqueued in a request"
 SPOOLER_INFO = f"{SPOOLER}, LOG_LEVEL=INFO"
+SPOOLER_ALONE = "this stack: spooler, one enqueue per request"
+# A request's spooler jobs after its first wait in the worker's outbox to share a file.
+HELD = "a request's jobs after its first share spool files (up to 100 a file, held 5 ms at most)"
 SPOOLER_BATCH = f"this stack: spooler, enqueue_many ({CHUNK} a call)"
 MULE = "this stack: mule, enqueued in a request"
 SPOOLER_HTTP = f"this stack: spooler, POST /api/jobs x {HTTP_CLIENTS} clients"
@@ -135,12 +138,15 @@ class StackJobs:
         wait_until(done, FINISH_TIMEOUT, "the stack's jobs to finish", interval=0.2)
         return found
 
-    def in_process(self, backend: str, count: int, batch: bool = False) -> dict[str, Any]:
+    def in_process(
+        self, backend: str, count: int, batch: bool = False, per_request: int = CHUNK
+    ) -> dict[str, Any]:
+        """``count`` jobs enqueued inside requests, ``per_request`` a request, each call timed."""
         since = time.time()
         micros: list[float] = []
         refused = 0
         while len(micros) + refused < count:
-            chunk = min(CHUNK, count - len(micros) - refused)
+            chunk = min(per_request, count - len(micros) - refused)
             query = f"count={chunk}&backend={backend}" + ("&batch=true" if batch else "")
             answer = self.post(f"/api/diag/enqueue?{query}")
             micros += answer["micros"]
@@ -388,7 +394,7 @@ def run(config: Config, progress: Progress) -> dict[str, Any]:
     state = scratch_dir("jobs")
     all_peers = peers()
     repeats = config.repeats
-    steps = 5 * repeats + 5 + (repeats + 1) * len(all_peers)
+    steps = 6 * repeats + 5 + (repeats + 1) * len(all_peers)
     step = 0
 
     def say(what: str) -> None:
@@ -416,12 +422,20 @@ def run(config: Config, progress: Progress) -> dict[str, Any]:
             say(f"this stack, spooler, LOG_LEVEL=INFO: {config.jobs:,} jobs in-process {of}")
             info_runs.append(verbose.in_process("spooler", config.jobs))
         info = _repeated(info_runs)
-        info["settings"] = STACK_SETTINGS.replace("WARNING", "INFO (the default: 2 lines a job)")
+        info["settings"] = (
+            STACK_SETTINGS.replace("WARNING", "INFO (the default: 2 lines a job)") + f"; {HELD}"
+        )
     finally:
         verbose.stack.server.stop()
     rows: dict[str, Any] = {}
     waits: dict[str, Any] = {}
-    runs: dict[str, list[dict[str, Any]]] = {SPOOLER: [], SPOOLER_BATCH: [], MULE: [], SPOOLER_HTTP: []}
+    runs: dict[str, list[dict[str, Any]]] = {
+        SPOOLER: [],
+        SPOOLER_ALONE: [],
+        SPOOLER_BATCH: [],
+        MULE: [],
+        SPOOLER_HTTP: [],
+    }
     stack = StackJobs()  # its ports chosen now, free after the INFO stack's minutes
     try:
         stack.stack.start()
@@ -432,6 +446,8 @@ def run(config: Config, progress: Progress) -> dict[str, Any]:
             of = f"({repeat + 1} of {repeats})"
             say(f"this stack, spooler: {config.jobs:,} jobs enqueued in-process {of}")
             runs[SPOOLER].append(stack.in_process("spooler", config.jobs))
+            say(f"this stack, spooler: {config.jobs:,} jobs enqueued one per request {of}")
+            runs[SPOOLER_ALONE].append(stack.in_process("spooler", config.jobs, per_request=1))
             say(f"this stack, spooler: {config.jobs:,} jobs enqueued in batches of {CHUNK} {of}")
             runs[SPOOLER_BATCH].append(stack.in_process("spooler", config.jobs, batch=True))
             say(f"this stack, mule: {config.jobs:,} jobs enqueued in-process {of}")
@@ -439,9 +455,13 @@ def run(config: Config, progress: Progress) -> dict[str, Any]:
             say(f"this stack, spooler: enqueued over HTTP by {HTTP_CLIENTS} clients {of}")
             runs[SPOOLER_HTTP].append(stack.over_http("spooler", config.seconds, script))
         rows[SPOOLER] = _repeated(runs[SPOOLER])
+        rows[SPOOLER]["settings"] = f"{STACK_SETTINGS}; {HELD}"
         rows[SPOOLER_INFO] = info
-        for name in (SPOOLER_BATCH, MULE, SPOOLER_HTTP):
+        for name in (SPOOLER_ALONE, SPOOLER_BATCH, MULE, SPOOLER_HTTP):
             rows[name] = _repeated(runs[name])
+        rows[SPOOLER_ALONE]["settings"] = (
+            f"{STACK_SETTINGS}; each job its own spool file, written in the call"
+        )
         for rate in WAIT_RATES:
             say(f"this stack, spooler: queue wait at {rate}/s")
             waits[f"{rate}/s, idle"] = stack.constant_rate(rate, config.wait_seconds, busy=False)
