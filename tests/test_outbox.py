@@ -28,9 +28,11 @@ class Files:
     def __init__(self) -> None:
         self.files: list[list[str]] = []
         self.refusing = False
+        self.refused = 0
 
     def __call__(self, job_ids: Sequence[str]) -> None:
         if self.refusing:
+            self.refused += 1
             raise JobError("the spooler refused a batch: No space left on device")
         self.files.append(list(job_ids))
 
@@ -72,14 +74,17 @@ def test_a_held_job_goes_after_the_linger_though_no_other_job_or_flush_comes(tmp
     outbox = Outbox(files, tmp_path, batch=100, linger=0.05)
     held = ids(1)
     outbox.add(held[0])
-    wait_until(lambda: files.files == [held], timeout=5, what="the outbox's thread to spool the job")
-    assert journal(tmp_path) == []
+    wait_until(
+        lambda: files.files == [held] and journal(tmp_path) == [],
+        timeout=5,
+        what="the outbox's thread to spool the job and empty its journal",
+    )
 
 
 def test_a_refused_file_stays_journaled_is_tried_again_and_no_job_is_held_meanwhile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(outbox_module, "RETRY_AFTER", 0.2)
+    monkeypatch.setattr(outbox_module, "RETRY_AFTER", 0.1)
     files = Files()
     outbox = Outbox(files, tmp_path, batch=100, linger=HOUR)
     held = ids(2)
@@ -90,10 +95,17 @@ def test_a_refused_file_stays_journaled_is_tried_again_and_no_job_is_held_meanwh
     assert files.files == [] and journal(tmp_path) == held
     # While the spooler refuses, a new job is not held: its caller spools it and hears the refusal.
     assert outbox.add(new_job_id(0)) is False
+    wait_until(lambda: files.refused >= 3, timeout=5, what="the outbox to try the file again")
     files.refusing = False
-    wait_until(lambda: files.files == [held], timeout=5, what="the refused jobs to be spooled")
-    assert journal(tmp_path) == []
+    wait_until(
+        lambda: files.files == [held] and journal(tmp_path) == [],
+        timeout=5,
+        what="the refused jobs to be spooled and their journal emptied",
+    )
     assert outbox.add(held[0]) is True
+    said = [record.getMessage() for record in caplog.records]
+    assert len([line for line in said if "refused their file" in line]) == 1, said
+    assert said[-1] == "the jobs held for the spooler are spooled now"
 
 
 def dead_pid() -> int:

@@ -94,23 +94,29 @@ class Outbox:
                 self._flush()
 
     def _flush(self) -> None:
-        """Spool the pending jobs, a file per ``batch``, and empty the journal of those spooled."""
+        """Spool the pending jobs, a file per ``batch``, and empty the journal of those spooled.
+        A refusal is logged once, and so is the end of it."""
         while self._pending:
             ids = self._pending[: self.batch]
             try:
                 self.spool(ids)
             except Exception as exc:
-                log.warning(
-                    "%d jobs held for the spooler, which refused their file (tried again in %g s): %s",
-                    len(self._pending),
-                    RETRY_AFTER,
-                    exc,
-                )
+                if not self._refused:
+                    log.warning(
+                        "%d jobs held for the spooler, which refused their file (tried again every %g s): %s",
+                        len(self._pending),
+                        RETRY_AFTER,
+                        exc,
+                    )
                 self._refused = True
                 self._due_at = time.monotonic() + RETRY_AFTER
                 self._ready.notify()
                 break
             del self._pending[: len(ids)]
+        else:
+            if self._refused:
+                log.warning("the jobs held for the spooler are spooled now")
+            self._refused = False
         self._rewrite_journal()
 
     def _start_thread(self) -> None:
@@ -129,7 +135,6 @@ class Outbox:
                 if wait > 0:
                     self._ready.wait(wait)
                     continue
-                self._refused = False
                 self._flush()
 
     def _journal_path(self) -> Path:
