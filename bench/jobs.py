@@ -39,7 +39,7 @@ SPOOLER = "this stack: spooler, enqueued in a request"
 SPOOLER_INFO = f"{SPOOLER}, LOG_LEVEL=INFO"
 SPOOLER_ALONE = "this stack: spooler, one enqueue per request"
 # A request's spooler jobs after its first wait in the worker's outbox to share a file.
-HELD = "a request's jobs after its first share spool files (up to 100 a file, held 5 ms at most)"
+HELD = "a request's jobs after its first share spool files (up to 100 a file, held about 5 ms)"
 SPOOLER_BATCH = f"this stack: spooler, enqueue_many ({CHUNK} a call)"
 MULE = "this stack: mule, enqueued in a request"
 SPOOLER_HTTP = f"this stack: spooler, POST /api/jobs x {HTTP_CLIENTS} clients"

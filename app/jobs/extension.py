@@ -27,7 +27,7 @@ from app.jobs.registry import BACKENDS, Task, attempts_problem, registry
 from app.jobs.runner import Runner, describe_error
 from app.jobs.schema import MIGRATIONS
 from app.jobs.states import JobStatus
-from app.jobs.store import Job, JobStore
+from app.jobs.store import Job, JobStore, new_job_id
 
 if TYPE_CHECKING:
     from flask import Flask, Response
@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_DELAY = 30 * 86400
-# On ``flask.g``: how many spooler jobs this request has handed over (all but the first may wait).
-SPOOLED_IN_REQUEST = "jobs_spooled"
+# On ``flask.g``: whether this request has handed a spooler job over ("spooled": the next ones
+# may wait in the outbox), and whether it holds one there ("holding": its end spools them).
+REQUEST_SPOOLING = "jobs_spooling"
 # The job layer's own tasks (purge, reap): imported whatever the app asks for.
 OWN_TASKS = ("app.jobs.maintenance",)
 
@@ -124,6 +125,7 @@ class Jobs:
         """In each process uWSGI forks: ``worker_id`` > 0 in a worker, 0 in a spooler or mule."""
         if worker_id > 0:
             self.heartbeat.start()
+            self.spooler.outbox.start()
             self.holds_back = True
             if isinstance(self.db, SqliteDatabase):
                 # SQLite's checkpoints fall mostly to the spoolers and mules (a worker's commits
@@ -171,25 +173,34 @@ class Jobs:
         except (TypeError, ValueError) as exc:
             raise InvalidJob("args must be JSON-serialisable", {"args": str(exc)}) from None
         run_at = time.time() + delay if delay else None
+        held = self._reserve(handler, run_at)
         # A checkpoint due in the record's commit waits until the job is handed over.
         with self.db.checkpoints_after():
-            job = self.store.create(
-                task=task.name,
-                args_json=args_json,
-                backend=backend,
-                max_attempts=max_attempts or task.max_attempts,
-                timeout=task.timeout,
-                run_at=run_at,
-                request_id=request_id,
-                unique_key=unique_key,
-                handle=handler.new_handle(),
-            )
+            job = None
+            try:
+                job = self.store.create(
+                    task=task.name,
+                    args_json=args_json,
+                    backend=backend,
+                    max_attempts=max_attempts or task.max_attempts,
+                    timeout=task.timeout,
+                    run_at=run_at,
+                    request_id=request_id,
+                    unique_key=unique_key,
+                    handle=handler.new_handle(),
+                    job_id=held,
+                )
+            finally:
+                if held is not None and job is None:
+                    self.spooler.outbox.release(held)
             if job is None:
                 assert unique_key is not None
                 existing = self.store.get_by_unique_key(unique_key)
                 assert existing is not None  # the key is taken, and records with one are not purged early
                 return existing
-            if not self._held(job, handler, run_at):
+            if held is not None:
+                self.spooler.outbox.add(held)
+            else:
                 self._submit(job, task, run_at)
         log.info("job %s %s queued on the %s", job.id, job.task, job.backend, extra={"job_id": job.id})
         if not handler.changes_record(job, run_at):
@@ -252,20 +263,27 @@ class Jobs:
                     self._submit(job, task, None)
         return jobs
 
-    def _held(self, job: Job, handler: Backend, run_at: float | None) -> bool:
-        """Whether ``job`` waits in the spooler's outbox to share a spool file with the jobs
-        enqueued after it: in a worker, a request's spooler jobs after its first (see
-        ``app.jobs.backends.outbox``). The first is spooled at once, so that a request that
-        enqueues one job hands it over before it answers, and a refusal fails it there."""
+    def _reserve(self, handler: Backend, run_at: float | None) -> str | None:
+        """The id of a job to hold in the spooler's outbox, to share a spool file with the jobs
+        enqueued after it, journaled there before its record is committed; None to hand it over
+        at once. Held: in a worker, a request's spooler jobs due now after its first (see
+        ``app.jobs.backends.outbox``). The first goes at once, so that a request that enqueues
+        one job hands it over before it answers, and a refusal fails it there."""
         if not (self.holds_back and handler is self.spooler and has_request_context()):
-            return False
-        spooled = g.get(SPOOLED_IN_REQUEST, 0)
-        setattr(g, SPOOLED_IN_REQUEST, spooled + 1)
-        if spooled == 0:
-            return False
-        if spooled == 1:  # a request that holds none pays for no hook
+            return None
+        state = g.get(REQUEST_SPOOLING)
+        if state is None:
+            setattr(g, REQUEST_SPOOLING, "spooled")
+            return None
+        if run_at is not None and run_at > time.time():
+            return None  # a delayed job has its file now, with its path recorded, for a cancel
+        job_id = new_job_id(time.time())
+        if not self.spooler.outbox.reserve(job_id):
+            return None
+        if state != "holding":  # a request that holds none pays for no hook
+            setattr(g, REQUEST_SPOOLING, "holding")
             after_this_request(self._flush_held)
-        return self.spooler.hold(job, run_at)
+        return job_id
 
     def _flush_held(self, response: Response) -> Response:
         """The end of a request that held jobs back: spool them before its answer goes out."""

@@ -160,9 +160,13 @@ class JobStore:
         request_id: str | None,
         unique_key: str | None = None,
         handle: str | None = None,
+        job_id: str | None = None,
     ) -> Job | None:
-        """Insert a new record; returns it, or None when ``unique_key`` is already taken."""
+        """Insert a new record (with ``job_id``, one of ``new_job_id``'s, or a new one); returns
+        it, or None when ``unique_key`` is already taken."""
         values = self._new_record(task, args_json, backend, max_attempts, timeout, run_at, request_id, handle)
+        if job_id is not None:
+            values["id"] = job_id
         values["unique_key"] = unique_key
         with self.db.write() as tx:
             cursor = tx.execute(

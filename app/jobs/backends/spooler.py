@@ -111,12 +111,6 @@ class SpoolerBackend:
         except Exception as exc:
             raise JobError(f"the spooler refused a batch of {len(job_ids)} jobs: {exc}") from exc
 
-    def hold(self, job: Job, at: float | None) -> bool:
-        """Hold back a job due now, so that the jobs enqueued after it share its spool file
-        (``outbox``); False when it is not held (due later, another backend's record, or the
-        outbox not taking it): ``submit`` it."""
-        return not self.changes_record(job, at) and self.outbox.add(job.id)
-
     def lost(self, job: Job) -> dict[str, Any] | None:
         """A job whose spool file exists is not lost: the spooler runs it (again)."""
         if job.handle and os.path.exists(job.handle):
