@@ -125,8 +125,9 @@ class Jobs:
         """In each process uWSGI forks: ``worker_id`` > 0 in a worker, 0 in a spooler or mule."""
         if worker_id > 0:
             self.heartbeat.start()
-            self.spooler.outbox.start()
-            self.holds_back = True
+            if self.uwsgi is not None:
+                self.spooler.outbox.start()
+                self.holds_back = True
             if isinstance(self.db, SqliteDatabase):
                 # SQLite's checkpoints fall mostly to the spoolers and mules (a worker's commits
                 # make one 4x less often, and never a forced one), not to a request's enqueue: one
