@@ -155,7 +155,9 @@ class Jobs:
         unique_key: str | None = None,
     ) -> Job:
         """Record a job and hand it to its backend; returns the record at once. ``request_id``
-        is the enqueuing request's, kept on the record to follow it through the logs.
+        is the enqueuing request's, kept on the record to follow it through the logs. In a
+        worker, a request's spooler jobs after its first are journaled, then handed over
+        together, by the time the request answers at the latest (``_reserve``).
 
         Raises ``InvalidJob`` (arguments not JSON, bad options: see ``option_problems``),
         ``UnknownTask``, ``QueueFull`` (a mule task whose queue is full, the job recorded as

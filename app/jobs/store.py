@@ -164,9 +164,9 @@ class JobStore:
     ) -> Job | None:
         """Insert a new record (with ``job_id``, one of ``new_job_id``'s, or a new one); returns
         it, or None when ``unique_key`` is already taken."""
-        values = self._new_record(task, args_json, backend, max_attempts, timeout, run_at, request_id, handle)
-        if job_id is not None:
-            values["id"] = job_id
+        values = self._new_record(
+            task, args_json, backend, max_attempts, timeout, run_at, request_id, handle, job_id
+        )
         values["unique_key"] = unique_key
         with self.db.write() as tx:
             cursor = tx.execute(
@@ -215,11 +215,12 @@ class JobStore:
         run_at: float | None,
         request_id: str | None,
         handle: str | None,
+        job_id: str | None = None,
     ) -> dict[str, Any]:
         now = time.time()
         status = JobStatus.SCHEDULED if run_at is not None and run_at > now else JobStatus.QUEUED
         return {
-            "id": new_job_id(now),
+            "id": job_id or new_job_id(now),
             "task": task,
             "args": args_json,
             "backend": backend,

@@ -119,9 +119,10 @@ class Outbox:
                 self._flush()
 
     def _flush(self) -> None:
-        """Spool the pending jobs in one file (never more than ``batch`` wait: ``add`` flushes
-        at that, and no job is reserved while the spooler refuses); a refusal is logged once,
-        and so is its end. The journal is emptied once nothing in it waits to be spooled."""
+        """Spool the pending jobs in one file (about ``batch`` of them at most: ``add`` flushes
+        at that, and no job is reserved while the spooler refuses, so only those other request
+        threads had reserved before a refusal can join them); a refusal is logged once, and so
+        is its end. The journal is emptied once nothing in it waits to be spooled."""
         try:
             self.spool(self._pending)
         except Exception as exc:
